@@ -1,0 +1,601 @@
+"""Load and validate device and system spec files (TOML) into the SI dataclasses of :mod:`hardware.specs`.
+
+The catalog lives in ``hardware/data/devices/<id>.toml`` and ``hardware/data/systems/<id>.toml``. Anywhere
+a catalog id is accepted, a path to a user's own spec file is accepted too; a system's ``node.device`` is a
+catalog id or a path relative to the system file.
+
+Validation is declarative: each section has a schema table (key -> type, range, required) checked by one
+walker; a few cross-field rules follow it. Every problem raises :class:`hardware.errors.SpecError` naming
+the file, the dotted field, the value and the reason. Rules:
+
+- unknown keys (typos such as ``link_Gbs``), missing required fields, wrong types, values out of range,
+  unknown enum values, NaN/inf, TOML syntax errors, unreadable files and unknown ids are rejected;
+- every numeric field must have an entry in the file's ``[sources]`` table (dotted key -> citation), and
+  every entry there must name a field that exists;
+- units are in the key names and are converted once, here, with :func:`hardware.units.to_si`.
+
+Loaded files are cached on (resolved path, mtime, size).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from hardware.errors import SpecError
+from hardware.specs import (DEVICE_KINDS, INTRA_KINDS, MEMORY_MODES, PRECISIONS, TOPOLOGY_KINDS, DeviceSpec,
+                            EfficiencyCurve, FrozenMap, IntraNodeSpec, MemorySpec, NetworkSpec, NodeSpec,
+                            SystemSpec)
+from hardware.units import to_si
+
+__all__ = [
+    "CATALOG_DIR", "DEVICES_DIR", "SYSTEMS_DIR", "list_devices", "list_systems", "load_device",
+    "load_system", "load_any", "spec_to_dict", "is_path_like", "DEVICE_SCHEMA", "SYSTEM_SCHEMA",
+]
+
+CATALOG_DIR = Path(__file__).resolve().parent / "data"
+DEVICES_DIR = CATALOG_DIR / "devices"
+SYSTEMS_DIR = CATALOG_DIR / "systems"
+
+
+# ==========================================================================================================
+# Declarative schema
+# ==========================================================================================================
+@dataclass(frozen=True)
+class Leaf:
+    """A scalar field. ``type``: 'str', 'int', 'float', 'bool', 'enum' or 'int_list'.
+
+    Numeric bounds: ``gt``/``ge`` (lower, exclusive/inclusive), ``lt``/``le`` (upper).
+    """
+
+    type: str
+    required: bool = True
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table with fixed keys."""
+
+    fields: Mapping[str, Any]
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A table whose keys are names chosen by the file (``[memory.<name>]``), each value a ``Table``."""
+
+    value: Table
+    required: bool = True
+    key_choices: tuple[str, ...] = ()
+    key_pattern: str = r"^[a-z][a-z0-9_]*$"
+    min_items: int = 1
+    max_items: int | None = None
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A table whose allowed keys depend on its ``tag`` field (``[network.topology] kind = ...``)."""
+
+    tag: str
+    variants: Mapping[str, Mapping[str, Any]]
+    required: bool = True
+
+
+def _pos(**kw) -> Leaf:
+    return Leaf("float", gt=0, **kw)
+
+
+def _count(**kw) -> Leaf:
+    return Leaf("int", ge=1, **kw)
+
+
+_ID = Leaf("str", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+DEVICE_SCHEMA: dict[str, Any] = {
+    "id": _ID,
+    "name": Leaf("str"),
+    "kind": Leaf("enum", choices=DEVICE_KINDS),
+    "notes": Leaf("str", required=False),
+    "cores": _count(),
+    "clock_GHz": _pos(le=10),
+    "peak_tflops_fp64": _pos(le=1e4),
+    "peak_tflops_fp32": _pos(le=1e4),
+    "peak_tflops_fp16": _pos(le=1e4, required=False),
+    "peak_tflops_bf16": _pos(le=1e4, required=False),
+    "memory_mode": Leaf("enum", choices=MEMORY_MODES, required=False),
+    "memory": MapOf(Table({"capacity_GiB": _pos(), "bw_GBps": _pos()}), max_items=2),
+    "efficiency": MapOf(Table({"eff_max": Leaf("float", gt=0, le=1),
+                               "batch_half_images": Leaf("float", ge=0)}), key_choices=PRECISIONS),
+}
+
+_TOPOLOGY_VARIANTS: dict[str, dict[str, Any]] = {
+    "fat-tree": {
+        "levels": _count(le=5, required=False),
+        "nodes_per_leaf": _count(),
+        "uplinks_per_leaf": _count(required=False),
+        "oversubscription": _pos(required=False),
+        "spine_switches": _count(required=False),
+        "switch_radix": Leaf("int", ge=2, required=False),
+    },
+    "single-switch": {"ports": _count(required=False)},
+    "torus": {"dims": Leaf("int_list", ge=1)},
+    "dragonfly": {
+        "nodes_per_router": _count(),
+        "routers_per_group": _count(),
+        "groups": _count(),
+        "global_links_per_router": _count(required=False),
+    },
+}
+
+SYSTEM_SCHEMA: dict[str, Any] = {
+    "id": _ID,
+    "name": Leaf("str"),
+    "notes": Leaf("str", required=False),
+    "max_nodes": _count(),
+    "node": Table({
+        "device": Leaf("str"),
+        "devices_per_node": _count(le=1024),
+        "nics_per_node": _count(le=64),
+        "host_memory_GiB": _pos(),
+        "memory_mode": Leaf("enum", choices=MEMORY_MODES, required=False),
+        "intra": Table({
+            "kind": Leaf("enum", choices=INTRA_KINDS),
+            "link_GBps": _pos(),
+            "latency_us": Leaf("float", ge=0),
+            "links_per_device": _count(required=False),
+        }),
+    }),
+    "network": Table({
+        "fabric": Leaf("str", pattern=r"^[a-z0-9][a-z0-9._-]*$"),
+        "link_Gbps": _pos(),
+        "latency_us": Leaf("float", ge=0),
+        "topology": Tagged("kind", _TOPOLOGY_VARIANTS),
+    }),
+}
+
+
+# ==========================================================================================================
+# Schema walker
+# ==========================================================================================================
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def _check_leaf(spec: Leaf, value: Any, path: str, src: str) -> Any:
+    def fail(reason: str):
+        raise SpecError(src, path, value, reason)
+
+    if spec.type == "str" or spec.type == "enum":
+        if not isinstance(value, str):
+            fail(f"expected a string, got {_type_name(value)}")
+        if not value.strip():
+            fail("must not be empty")
+        if spec.type == "enum" and value not in spec.choices:
+            fail(f"unknown value (known: {', '.join(spec.choices)})")
+        if spec.pattern and not re.match(spec.pattern, value):
+            fail(f"must match {spec.pattern}")
+        return value
+    if spec.type == "bool":
+        if not isinstance(value, bool):
+            fail(f"expected true or false, got {_type_name(value)}")
+        return value
+    if spec.type == "int_list":
+        if not isinstance(value, list) or not value:
+            fail(f"expected a non-empty array of integers, got {_type_name(value)}")
+        for i, item in enumerate(value):
+            _check_number(Leaf("int", ge=spec.ge, gt=spec.gt, le=spec.le, lt=spec.lt), item, f"{path}[{i}]", src)
+        return tuple(value)
+    return _check_number(spec, value, path, src)
+
+
+def _check_number(spec: Leaf, value: Any, path: str, src: str):
+    def fail(reason: str):
+        raise SpecError(src, path, value, reason)
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(f"expected {'an integer' if spec.type == 'int' else 'a number'}, got {_type_name(value)}")
+    if spec.type == "int" and not isinstance(value, int):
+        fail("expected an integer")
+    if not math.isfinite(value):
+        fail("must be finite")
+    if spec.gt is not None and not value > spec.gt:
+        fail(f"must be > {spec.gt:g}")
+    if spec.ge is not None and not value >= spec.ge:
+        fail(f"must be >= {spec.ge:g}")
+    if spec.lt is not None and not value < spec.lt:
+        fail(f"must be < {spec.lt:g}")
+    if spec.le is not None and not value <= spec.le:
+        fail(f"must be <= {spec.le:g}")
+    return value
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _check_table(fields: Mapping[str, Any], data: Any, path: str, src: str) -> dict:
+    if not isinstance(data, dict):
+        raise SpecError(src, path, data, f"expected a table, got {_type_name(data)}")
+    for key in data:
+        if key not in fields:
+            raise SpecError(src, _join(path, key), data[key],
+                            f"unknown key (known here: {', '.join(fields)})")
+    out = {}
+    for key, spec in fields.items():
+        p = _join(path, key)
+        if key not in data:
+            if spec.required:
+                raise SpecError(src, p, None, "required field is missing")
+            continue
+        out[key] = _check_node(spec, data[key], p, src)
+    return out
+
+
+def _check_node(spec: Any, value: Any, path: str, src: str) -> Any:
+    if isinstance(spec, Leaf):
+        return _check_leaf(spec, value, path, src)
+    if isinstance(spec, Table):
+        return _check_table(spec.fields, value, path, src)
+    if isinstance(spec, MapOf):
+        if not isinstance(value, dict):
+            raise SpecError(src, path, value, f"expected a table, got {_type_name(value)}")
+        if len(value) < spec.min_items:
+            raise SpecError(src, path, None, f"needs at least {spec.min_items} entry")
+        if spec.max_items is not None and len(value) > spec.max_items:
+            raise SpecError(src, path, list(value), f"at most {spec.max_items} entries allowed")
+        out = {}
+        for name, sub in value.items():
+            if spec.key_choices and name not in spec.key_choices:
+                raise SpecError(src, _join(path, name), sub, f"unknown key (known here: {', '.join(spec.key_choices)})")
+            if not re.match(spec.key_pattern, name):
+                raise SpecError(src, _join(path, name), sub, f"name must match {spec.key_pattern}")
+            out[name] = _check_table(spec.value.fields, sub, _join(path, name), src)
+        return out
+    if isinstance(spec, Tagged):
+        if not isinstance(value, dict):
+            raise SpecError(src, path, value, f"expected a table, got {_type_name(value)}")
+        tag_path = _join(path, spec.tag)
+        if spec.tag not in value:
+            raise SpecError(src, tag_path, None, "required field is missing")
+        tag = _check_leaf(Leaf("enum", choices=tuple(spec.variants)), value[spec.tag], tag_path, src)
+        fields = {spec.tag: Leaf("str"), **spec.variants[tag]}
+        return _check_table(fields, value, path, src)
+    raise TypeError(f"bad schema node {spec!r}")  # programming error
+
+
+def _numeric_paths(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted paths of every numeric leaf (ints, floats, integer arrays) of validated data."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        p = _join(prefix, key)
+        if isinstance(value, dict):
+            out.update(_numeric_paths(value, p))
+        elif isinstance(value, (tuple, list)) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            out[p] = value
+    return out
+
+
+def _all_paths(data: Mapping[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in data.items():
+        p = _join(prefix, key)
+        if isinstance(value, dict):
+            out |= _all_paths(value, p)
+        else:
+            out.add(p)
+    return out
+
+
+def _flatten_sources(data: Any, src: str, prefix: str = "") -> dict[str, str]:
+    """``[sources]`` as dotted key -> citation (quoted dotted keys and nested tables both accepted)."""
+    if not isinstance(data, dict):
+        raise SpecError(src, prefix or "sources", data, f"expected a table, got {_type_name(data)}")
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        p = _join(prefix, key)
+        if isinstance(value, dict):
+            out.update(_flatten_sources(value, src, p))
+        elif isinstance(value, str) and value.strip():
+            out[p] = value.strip()
+        else:
+            raise SpecError(src, f'sources."{p}"', value, "a source must be a non-empty string (a citation)")
+    return out
+
+
+def _validate(schema: Mapping[str, Any], raw: dict, src: str) -> tuple[dict, dict[str, str]]:
+    """Check ``raw`` against ``schema`` and its ``[sources]`` table; return (data, sources)."""
+    if "sources" not in raw:
+        raise SpecError(src, "sources", None, "required table is missing (every number must cite its source)")
+    body = {k: v for k, v in raw.items() if k != "sources"}
+    data = _check_table(schema, body, "", src)
+    sources = _flatten_sources(raw["sources"], src)
+    existing = _all_paths(data)
+    for key, citation in sources.items():
+        if key not in existing:
+            raise SpecError(src, f'sources."{key}"', citation, "no such field in this file")
+    for path, value in _numeric_paths(data).items():
+        if path not in sources:
+            raise SpecError(src, path, list(value) if isinstance(value, tuple) else value,
+                            "no entry in [sources] (every number must cite its source)")
+    return data, sources
+
+
+# ==========================================================================================================
+# Files and ids
+# ==========================================================================================================
+def is_path_like(ref: str) -> bool:
+    """True when ``ref`` names a file rather than a catalog id (has a separator, ends in .toml, or exists)."""
+    return ("/" in ref or os.sep in ref or ref.endswith(".toml") or ref.startswith(".")
+            or os.path.isfile(ref))
+
+
+def _ids(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml")) if directory.is_dir() else []
+
+
+def list_devices() -> list[str]:
+    """Catalog device ids (sorted)."""
+    return _ids(DEVICES_DIR)
+
+
+def list_systems() -> list[str]:
+    """Catalog system ids (sorted)."""
+    return _ids(SYSTEMS_DIR)
+
+
+def _known_ids() -> str:
+    return f"known devices: {', '.join(list_devices())}; known systems: {', '.join(list_systems())}"
+
+
+def _read_toml(path: Path) -> dict:
+    src = str(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(src, "path", src, "file not found") from None
+    except IsADirectoryError:
+        raise SpecError(src, "path", src, "is a directory, not a spec file") from None
+    except PermissionError:
+        raise SpecError(src, "path", src, "permission denied") from None
+    except OSError as exc:
+        raise SpecError(src, "path", src, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(src, "path", src, f"not UTF-8 text (byte {exc.start}); is this a TOML file?") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else "invalid TOML"
+        m = re.search(r"line (\d+)", msg)
+        if m:
+            lineno = int(m.group(1))
+            lines = text.splitlines()
+            line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+            raise SpecError(src, f"line {lineno}", line, f"TOML syntax error: {msg}") from None
+        raise SpecError(src, "<toml>", None, f"TOML syntax error: {msg}") from None
+
+
+def _resolve(ref: Any, kind: str, base: Path | None = None, src: str = "catalog", field_: str = "id") -> Path:
+    """Map a catalog id or a path to an existing file path. ``kind``: 'device', 'system' or 'any'."""
+    if isinstance(ref, Path):
+        ref = str(ref)
+    if not isinstance(ref, str) or not ref.strip():
+        raise SpecError(src, field_, ref, "expected a catalog id or a file path")
+    if is_path_like(ref):
+        p = Path(ref).expanduser()
+        if base is not None and not p.is_absolute():
+            p = base / p
+        if not p.exists():
+            raise SpecError(str(p), "path", ref, "file not found")
+        return p.resolve()
+    dirs = {"device": [DEVICES_DIR], "system": [SYSTEMS_DIR], "any": [SYSTEMS_DIR, DEVICES_DIR]}[kind]
+    for d in dirs:
+        p = d / f"{ref}.toml"
+        if p.is_file():
+            return p.resolve()
+    what = {"device": "device", "system": "system", "any": "device or system"}[kind]
+    raise SpecError(src, field_, ref, f"unknown {what} id ({_known_ids()})")
+
+
+def _stamp(p: Path) -> tuple[str, int, int]:
+    try:
+        st = p.stat()
+    except OSError:
+        return str(p), 0, 0  # _read_toml reports the problem
+    return str(p), st.st_mtime_ns, st.st_size
+
+
+# ==========================================================================================================
+# Devices
+# ==========================================================================================================
+def _build_device(data: dict, sources: dict[str, str], src: str) -> DeviceSpec:
+    memories = {name: MemorySpec(name, to_si("capacity_GiB", m["capacity_GiB"]), to_si("bw_GBps", m["bw_GBps"]))
+                for name, m in data["memory"].items()}
+    mode = data.get("memory_mode")
+    if len(memories) == 2 and mode is None:
+        raise SpecError(src, "memory_mode", None, "required for a device with two memory pools "
+                        f"(one of: {', '.join(MEMORY_MODES)})")
+    if len(memories) == 1 and mode is not None:
+        raise SpecError(src, "memory_mode", mode, "only allowed for a device with two memory pools")
+    if len(memories) == 2:
+        bws = [m.bw_Bps for m in memories.values()]
+        if bws[0] == bws[1]:
+            raise SpecError(src, "memory", list(memories), "two memory pools need different bandwidths "
+                            "(the faster one is the cache / fast pool)")
+    peaks = {p: to_si(f"peak_tflops_{p}", data[f"peak_tflops_{p}"]) for p in PRECISIONS
+             if f"peak_tflops_{p}" in data}
+    eff = {}
+    for prec, e in data["efficiency"].items():
+        if prec not in peaks:
+            raise SpecError(src, f"efficiency.{prec}", e, f"no peak_tflops_{prec} for this precision")
+        eff[prec] = EfficiencyCurve(float(e["eff_max"]), float(e["batch_half_images"]))
+    if "fp32" not in eff:
+        raise SpecError(src, "efficiency.fp32", None, "required field is missing")
+    return DeviceSpec(
+        id=data["id"], name=data["name"], kind=data["kind"], cores=data["cores"],
+        clock_hz=to_si("clock_GHz", data["clock_GHz"]), peak_flops=FrozenMap(peaks),
+        memories=FrozenMap(memories), memory_mode=mode, efficiency=FrozenMap(eff),
+        sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _device_cached(path: str, mtime_ns: int, size: int) -> DeviceSpec:
+    raw = _read_toml(Path(path))
+    if "network" in raw or "node" in raw:
+        raise SpecError(path, "network", None, "this is a system spec, not a device spec (use it as --system)")
+    data, sources = _validate(DEVICE_SCHEMA, raw, path)
+    return _build_device(data, sources, path)
+
+
+def load_device(id_or_path: str | os.PathLike, memory_mode: str | None = None) -> DeviceSpec:
+    """Load a device by catalog id or file path.
+
+    Parameters
+    ----------
+    id_or_path : str or path
+        Catalog id (``"v100-sxm2"``) or path to a device TOML file.
+    memory_mode : {"flat", "cache"}, optional
+        Override the memory mode of a two-pool device (KNL).
+
+    Raises
+    ------
+    SpecError
+        Unknown id, unreadable or malformed file.
+    """
+    dev = _device_cached(*_stamp(_resolve(id_or_path, "device")))
+    return dev.with_memory_mode(memory_mode) if memory_mode is not None else dev
+
+
+# ==========================================================================================================
+# Systems
+# ==========================================================================================================
+def _topology_params(topo: dict, nics_per_node: int, src: str) -> dict[str, Any]:
+    params = {k: v for k, v in topo.items() if k != "kind"}
+    if topo["kind"] == "fat-tree":
+        params.setdefault("levels", 2)
+        up, over = params.get("uplinks_per_leaf"), params.get("oversubscription")
+        if up is None and over is None:
+            raise SpecError(src, "network.topology.oversubscription", None,
+                            "a fat tree needs uplinks_per_leaf or oversubscription (1 for full bisection)")
+        if up is not None:
+            derived = params["nodes_per_leaf"] * nics_per_node / up
+            if over is not None and not math.isclose(derived, over, rel_tol=0.01):
+                raise SpecError(src, "network.topology.oversubscription", over,
+                                f"inconsistent with nodes_per_leaf * nics_per_node / uplinks_per_leaf = {derived:.4g}")
+            params["oversubscription"] = float(over if over is not None else derived)
+        else:
+            params["oversubscription"] = float(over)
+        radix = params.get("switch_radix")
+        if radix is not None and up is not None and params["nodes_per_leaf"] * nics_per_node + up > radix:
+            raise SpecError(src, "network.topology.switch_radix", radix,
+                            "leaf switch has fewer ports than nodes_per_leaf * nics_per_node + uplinks_per_leaf")
+    return params
+
+
+def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec:
+    src = str(path)
+    node, intra, net = data["node"], data["node"]["intra"], data["network"]
+    dev_path = _resolve(node["device"], "device", base=path.parent, src=src, field_="node.device")
+    device = _device_cached(*_stamp(dev_path))
+    if "memory_mode" in node:
+        if len(device.memories) < 2:
+            raise SpecError(src, "node.memory_mode", node["memory_mode"],
+                            f"device '{device.id}' has a single memory pool; memory modes need two")
+        device = device.with_memory_mode(node["memory_mode"])
+    if intra["kind"].startswith("nv") and device.kind != "gpu":
+        raise SpecError(src, "node.intra.kind", intra["kind"], f"NVLink needs GPUs; device '{device.id}' is a {device.kind}")
+    return SystemSpec(
+        id=data["id"], name=data["name"],
+        node=NodeSpec(
+            device=device, devices_per_node=node["devices_per_node"], nics_per_node=node["nics_per_node"],
+            host_memory_bytes=to_si("host_memory_GiB", node["host_memory_GiB"]),
+            intra=IntraNodeSpec(intra["kind"], to_si("link_GBps", intra["link_GBps"]),
+                                to_si("latency_us", intra["latency_us"]), intra.get("links_per_device")),
+            device_ref=node["device"]),
+        max_nodes=data["max_nodes"],
+        network=NetworkSpec(
+            fabric=net["fabric"], link_bw_Bps=to_si("link_Gbps", net["link_Gbps"]),
+            latency_s=to_si("latency_us", net["latency_us"]), topology_kind=net["topology"]["kind"],
+            topology_params=FrozenMap(_topology_params(net["topology"], node["nics_per_node"], src))),
+        sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""))
+
+
+@functools.lru_cache(maxsize=128)
+def _system_cached(path: str, mtime_ns: int, size: int, dev_stamp: tuple) -> SystemSpec:
+    raw = _read_toml(Path(path))
+    if "network" not in raw:
+        raise SpecError(path, "network", None, "required table is missing (is this a device spec?)")
+    data, sources = _validate(SYSTEM_SCHEMA, raw, path)
+    return _build_system(data, sources, Path(path))
+
+
+def _device_stamp_of(path: Path) -> tuple:
+    """Stamp of the device file a system refers to (so editing the device invalidates the cache)."""
+    try:
+        ref = tomllib.loads(path.read_text("utf-8")).get("node", {}).get("device")
+        if isinstance(ref, str) and ref.strip():
+            return _stamp(_resolve(ref, "device", base=path.parent))
+    except (OSError, ValueError, SpecError, AttributeError):
+        pass  # the full load reports the problem
+    return ()
+
+
+def load_system(id_or_path: str | os.PathLike) -> SystemSpec:
+    """Load a system by catalog id or file path (its device is resolved and loaded too).
+
+    Raises
+    ------
+    SpecError
+        Unknown id, unreadable or malformed file, reference to a device that does not exist.
+    """
+    p = _resolve(id_or_path, "system")
+    return _system_cached(*_stamp(p), _device_stamp_of(p))
+
+
+def load_any(id_or_path: str | os.PathLike) -> DeviceSpec | SystemSpec:
+    """Load a device or a system; a file with a ``[network]`` table is a system."""
+    p = _resolve(id_or_path, "any")
+    raw = _read_toml(p)
+    return load_system(p) if "network" in raw else load_device(p)
+
+
+# ==========================================================================================================
+# JSON
+# ==========================================================================================================
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def spec_to_dict(spec: DeviceSpec | SystemSpec | Any) -> dict:
+    """JSON-ready dict of a spec: every dataclass field in SI units, plus ``type`` ("device"/"system"),
+    the sources, and derived quantities (``compute_memory`` for devices; ``max_devices``,
+    ``node_injection_bw_Bps`` and ``memory_per_device_bytes`` for systems)."""
+    out = _plain(spec)
+    if isinstance(spec, DeviceSpec):
+        out = {"type": "device", **out, "compute_memory": _plain(spec.compute_memory)}
+    elif isinstance(spec, SystemSpec):
+        out = {"type": "system", **out, "max_devices": spec.max_devices,
+               "node_injection_bw_Bps": spec.node_injection_bw_Bps,
+               "memory_per_device_bytes": spec.memory_per_device_bytes}
+        out["node"]["device"] = spec_to_dict(spec.node.device)
+    return out

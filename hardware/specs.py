@@ -1,0 +1,423 @@
+"""Frozen, SI-unit dataclasses describing devices (one processor or accelerator) and systems (nodes of
+devices joined by an intra-node interconnect, nodes joined by a network).
+
+Everything here is in SI units: bytes, bytes per second, seconds, hertz, FLOP per second. The data files
+(``hardware/data``) carry units in their key names and are converted once, by :mod:`hardware.catalog`.
+
+Assumptions and approximations
+------------------------------
+- A *device* is what one training rank drives: one CPU socket, one Xeon Phi, one GPU. A 2-socket Xeon
+  node is ``devices_per_node = 2`` in its system.
+- Achieved compute efficiency follows a saturating curve of the per-device batch ``b`` (images):
+  ``eff(b) = eff_max * b / (b + batch_half)``. This is an empirical fit, not a roofline; the initial
+  values in the catalog are end-to-end fractions of peak from published runs and are recalibrated later.
+- Two-level memory (Xeon Phi MCDRAM + DDR4) in ``"cache"`` mode is approximated by one memory with the
+  capacity of the slow pool and the bandwidth of the fast pool (i.e. a perfect cache hit rate). In
+  ``"flat"`` mode the fast pool is the compute memory and the slow pool is a separate, slower memory.
+- For CPU and many-core devices the device's DRAM is the host memory of its node; the device's own
+  memory figures describe the reference configuration of its data file, and
+  :attr:`SystemSpec.memory_per_device_bytes` takes the smaller of that and the node's share.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from hardware.errors import ConfigError, SpecError
+
+__all__ = [
+    "PRECISIONS", "DEVICE_KINDS", "MEMORY_MODES", "INTRA_KINDS", "TOPOLOGY_KINDS",
+    "FrozenMap", "MemorySpec", "EfficiencyCurve", "DeviceSpec", "IntraNodeSpec", "NodeSpec",
+    "NetworkSpec", "SystemSpec",
+]
+
+#: numeric precisions a device may quote a peak for (``peak_tflops_<precision>`` in the data files)
+PRECISIONS: tuple[str, ...] = ("fp64", "fp32", "fp16", "bf16")
+#: device kinds
+DEVICE_KINDS: tuple[str, ...] = ("cpu", "manycore", "gpu")
+#: memory modes of a device with two memory pools (Xeon Phi KNL)
+MEMORY_MODES: tuple[str, ...] = ("flat", "cache")
+#: kinds of intra-node interconnect
+INTRA_KINDS: tuple[str, ...] = ("shared-memory", "nvlink-hybrid-cube-mesh", "nvswitch", "pcie")
+#: kinds of inter-node network topology (built by ``hardware.topology``)
+TOPOLOGY_KINDS: tuple[str, ...] = ("fat-tree", "single-switch", "torus", "dragonfly")
+
+
+class FrozenMap(Mapping):
+    """Immutable, hashable, picklable mapping (insertion order kept).
+
+    Used for the mapping-valued fields of the frozen specs (``peak_flops``, ``memories``, ``sources``,
+    ``topology_params``) so that the specs stay hashable; ``dict(m)`` or ``**m`` give a plain dict.
+    """
+
+    __slots__ = ("_d", "_h")
+
+    def __init__(self, data: Mapping | None = None, **kw: Any):
+        d = dict(data or {})
+        d.update(kw)
+        object.__setattr__(self, "_d", d)
+        object.__setattr__(self, "_h", None)
+
+    def __getitem__(self, key):
+        return self._d[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __hash__(self) -> int:
+        if self._h is None:
+            object.__setattr__(self, "_h", hash(tuple(self._d.items())))
+        return self._h
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self._d) == dict(other)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("FrozenMap is immutable")
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+    def __reduce__(self):
+        return (FrozenMap, (self._d,))
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """One memory pool of a device.
+
+    Attributes
+    ----------
+    name : str
+        Pool name as in the data file (``"ddr4"``, ``"mcdram"``, ``"hbm2"``), or a composite name for the
+        effective memory of a cache-mode device (``"mcdram-cache+ddr4"``).
+    capacity_bytes : float
+        Capacity in bytes.
+    bw_Bps : float
+        Peak bandwidth in bytes per second.
+    """
+
+    name: str
+    capacity_bytes: float
+    bw_Bps: float
+
+
+@dataclass(frozen=True)
+class EfficiencyCurve:
+    """Achieved fraction of peak FLOP/s on convnet training as a function of the per-device batch.
+
+    ``eff(b) = eff_max * b / (b + batch_half)`` with ``b`` in images; ``eff(batch_half) = eff_max / 2``.
+
+    Attributes
+    ----------
+    eff_max : float
+        Asymptotic efficiency for large batches, in (0, 1].
+    batch_half : float
+        Per-device batch (images) at which half of ``eff_max`` is reached, >= 0.
+    """
+
+    eff_max: float
+    batch_half: float
+
+    def at(self, batch):
+        """Efficiency at per-device batch ``batch`` (scalar or array of images, >= 0).
+
+        Returns a float for a scalar input and a numpy array otherwise. ``batch = 0`` gives 0.
+        """
+        b = np.asarray(batch, dtype=float)
+        if np.any(~np.isfinite(b)) or np.any(b < 0):
+            raise ConfigError("EfficiencyCurve.at", "batch", batch, "per-device batch must be finite and >= 0")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            denom = b + self.batch_half
+            eff = np.where(denom > 0, self.eff_max * b / np.where(denom > 0, denom, 1.0), 0.0)
+        return float(eff) if eff.ndim == 0 else eff
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One processor or accelerator (one socket, one Xeon Phi, one GPU), in SI units.
+
+    Attributes
+    ----------
+    id : str
+        Catalog id (file stem for catalog entries).
+    name : str
+        Human-readable name.
+    kind : str
+        One of :data:`DEVICE_KINDS`.
+    cores : int
+        CPU cores, or streaming multiprocessors for a GPU.
+    clock_hz : float
+        Clock used for the peak figures, in Hz.
+    peak_flops : Mapping[str, float]
+        Precision (:data:`PRECISIONS`) -> peak FLOP/s. For V100, ``"fp16"`` is the tensor-core peak.
+    memories : Mapping[str, MemorySpec]
+        Memory pools by name, as in the data file (one pool, or two for KNL).
+    memory_mode : str or None
+        ``"flat"`` or ``"cache"`` for a two-pool device, None otherwise.
+    efficiency : Mapping[str, EfficiencyCurve]
+        Precision -> achieved-efficiency curve (at least ``"fp32"``).
+    sources : Mapping[str, str]
+        Dotted data-file key -> citation, for every number of the file.
+    source_file : str
+        Path of the data file this spec was loaded from.
+    notes : str
+        Free text from the data file.
+    """
+
+    id: str
+    name: str
+    kind: str
+    cores: int
+    clock_hz: float
+    peak_flops: Mapping[str, float]
+    memories: Mapping[str, MemorySpec]
+    memory_mode: str | None
+    efficiency: Mapping[str, EfficiencyCurve]
+    sources: Mapping[str, str]
+    source_file: str
+    notes: str = ""
+
+    # -- memory semantics -------------------------------------------------------------------------------
+    @property
+    def fast_memory(self) -> MemorySpec:
+        """The pool with the highest bandwidth (the only pool of a single-memory device)."""
+        return max(self.memories.values(), key=lambda m: m.bw_Bps)
+
+    @property
+    def slow_memory(self) -> MemorySpec | None:
+        """The other pool of a two-pool device (DDR4 on KNL); None for a single-memory device."""
+        if len(self.memories) < 2:
+            return None
+        fast = self.fast_memory
+        return next(m for m in self.memories.values() if m is not fast)
+
+    @property
+    def compute_memory(self) -> MemorySpec:
+        """The memory that holds the training working set, as the time model sees it.
+
+        - single pool: that pool;
+        - ``"cache"`` mode (KNL): the fast pool acts as a cache in front of the slow pool. Approximation:
+          effective capacity = slow-pool capacity (DDR4, 96 GiB), effective bandwidth = fast-pool
+          bandwidth (MCDRAM, 490 GB/s), i.e. every access hits the cache;
+        - ``"flat"`` mode (KNL): the fast pool (MCDRAM, 16 GiB at 490 GB/s) is the compute memory; the
+          slow pool is a separate, slower memory (:attr:`slow_memory`).
+        """
+        if len(self.memories) == 1:
+            return next(iter(self.memories.values()))
+        fast, slow = self.fast_memory, self.slow_memory
+        if self.memory_mode == "cache":
+            return MemorySpec(f"{fast.name}-cache+{slow.name}", slow.capacity_bytes, fast.bw_Bps)
+        return fast
+
+    @property
+    def memory_pools(self) -> tuple[MemorySpec, ...]:
+        """The pools software can address: one in cache mode (:attr:`compute_memory`), both in flat mode."""
+        if len(self.memories) == 1 or self.memory_mode == "cache":
+            return (self.compute_memory,)
+        return (self.fast_memory, self.slow_memory)
+
+    @property
+    def memory_capacity_bytes(self) -> float:
+        """Capacity of :attr:`compute_memory` in bytes."""
+        return self.compute_memory.capacity_bytes
+
+    @property
+    def memory_bw_Bps(self) -> float:
+        """Bandwidth of :attr:`compute_memory` in bytes per second."""
+        return self.compute_memory.bw_Bps
+
+    def with_memory_mode(self, mode: str) -> "DeviceSpec":
+        """Return a copy in memory mode ``mode`` (``"flat"`` or ``"cache"``); only for two-pool devices."""
+        if mode not in MEMORY_MODES:
+            raise SpecError(self.source_file, "memory_mode", mode,
+                            f"unknown memory mode (known: {', '.join(MEMORY_MODES)})")
+        if len(self.memories) < 2:
+            raise SpecError(self.source_file, "memory_mode", mode,
+                            f"device '{self.id}' has a single memory pool; memory modes need two")
+        return dataclasses.replace(self, memory_mode=mode)
+
+    # -- compute --------------------------------------------------------------------------------------------
+    def peak_flops_for(self, precision: str) -> float:
+        """Peak FLOP/s at ``precision``; SpecError when the device quotes none."""
+        try:
+            return self.peak_flops[precision]
+        except KeyError:
+            raise SpecError(self.source_file, f"peak_tflops_{precision}", None,
+                            f"device '{self.id}' has no peak for {precision} "
+                            f"(available: {', '.join(self.peak_flops)})") from None
+
+    def efficiency_for(self, precision: str) -> EfficiencyCurve:
+        """Efficiency curve at ``precision``; SpecError when the device has none."""
+        try:
+            return self.efficiency[precision]
+        except KeyError:
+            raise SpecError(self.source_file, f"efficiency.{precision}", None,
+                            f"device '{self.id}' has no efficiency curve for {precision} "
+                            f"(available: {', '.join(self.efficiency)})") from None
+
+    def achieved_flops(self, precision: str, batch):
+        """Achieved FLOP/s at ``precision`` and per-device batch ``batch``: peak * eff(batch)."""
+        return self.peak_flops_for(precision) * self.efficiency_for(precision).at(batch)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (SI units, sources included); see :func:`hardware.catalog.spec_to_dict`."""
+        from hardware.catalog import spec_to_dict
+        return spec_to_dict(self)
+
+
+@dataclass(frozen=True)
+class IntraNodeSpec:
+    """Interconnect between the devices of one node.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`INTRA_KINDS`.
+    link_bw_Bps : float
+        Bandwidth per link per direction, bytes per second (for shared memory: per device).
+    latency_s : float
+        Latency of one intra-node message, seconds.
+    links_per_device : int or None
+        Links per device (NVLink: 4 on P100, 6 on V100); None where not meaningful.
+    """
+
+    kind: str
+    link_bw_Bps: float
+    latency_s: float
+    links_per_device: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of a system.
+
+    Attributes
+    ----------
+    device : DeviceSpec
+        The (resolved) device, with the node's memory-mode override applied.
+    devices_per_node : int
+        Devices (ranks' processors) per node.
+    nics_per_node : int
+        Network adapters per node, each ``network.link_bw_Bps``.
+    host_memory_bytes : float
+        Host DRAM per node, bytes.
+    intra : IntraNodeSpec
+        Intra-node interconnect.
+    device_ref : str
+        The device reference as written in the system file (catalog id or relative path).
+    """
+
+    device: DeviceSpec
+    devices_per_node: int
+    nics_per_node: int
+    host_memory_bytes: float
+    intra: IntraNodeSpec
+    device_ref: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Inter-node network.
+
+    Attributes
+    ----------
+    fabric : str
+        Fabric name (``"omni-path-100"``, ``"infiniband-edr"``, ``"ethernet-50g"``, ``"loopback"``).
+    link_bw_Bps : float
+        Bandwidth per NIC per direction, bytes per second.
+    latency_s : float
+        End-to-end point-to-point (MPI) latency, seconds.
+    topology_kind : str
+        One of :data:`TOPOLOGY_KINDS`.
+    topology_params : Mapping[str, Any]
+        Kind-specific unitless parameters, ready for ``hardware.topology.build(kind, **params)``.
+        fat-tree: ``levels``, ``nodes_per_leaf``, ``uplinks_per_leaf`` (optional), ``oversubscription``
+        (always present: given, or derived as nodes_per_leaf * nics_per_node / uplinks_per_leaf),
+        optional ``spine_switches``, ``switch_radix``; single-switch: optional ``ports``;
+        torus: ``dims`` (tuple of ints); dragonfly: ``nodes_per_router``, ``routers_per_group``,
+        ``groups``, optional ``global_links_per_router``.
+    """
+
+    fabric: str
+    link_bw_Bps: float
+    latency_s: float
+    topology_kind: str
+    topology_params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A machine: ``max_nodes`` identical nodes on one network.
+
+    Attributes
+    ----------
+    id : str
+        Catalog id (file stem for catalog entries).
+    name : str
+        Human-readable name.
+    node : NodeSpec
+        The node configuration.
+    max_nodes : int
+        Nodes the system has (a run asking for more is infeasible).
+    network : NetworkSpec
+        The inter-node network.
+    sources : Mapping[str, str]
+        Dotted data-file key -> citation.
+    source_file : str
+        Path of the data file.
+    notes : str
+        Free text from the data file.
+    """
+
+    id: str
+    name: str
+    node: NodeSpec
+    max_nodes: int
+    network: NetworkSpec
+    sources: Mapping[str, str]
+    source_file: str
+    notes: str = ""
+
+    @property
+    def device(self) -> DeviceSpec:
+        """Shortcut for ``node.device``."""
+        return self.node.device
+
+    @property
+    def devices_per_node(self) -> int:
+        """Shortcut for ``node.devices_per_node``."""
+        return self.node.devices_per_node
+
+    @property
+    def max_devices(self) -> int:
+        """Devices in the whole system."""
+        return self.max_nodes * self.node.devices_per_node
+
+    @property
+    def node_injection_bw_Bps(self) -> float:
+        """Network bandwidth into/out of one node per direction: nics_per_node * link bandwidth."""
+        return self.node.nics_per_node * self.network.link_bw_Bps
+
+    @property
+    def memory_per_device_bytes(self) -> float:
+        """Memory a rank can use for its working set, bytes.
+
+        GPUs: the device's compute memory. CPUs and many-core devices: the smaller of the device's compute
+        memory and the node's host memory divided by devices_per_node (their DRAM *is* the host memory).
+        """
+        dev = self.node.device
+        if dev.kind == "gpu":
+            return dev.memory_capacity_bytes
+        return min(dev.memory_capacity_bytes, self.node.host_memory_bytes / self.node.devices_per_node)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (SI units, sources included); see :func:`hardware.catalog.spec_to_dict`."""
+        from hardware.catalog import spec_to_dict
+        return spec_to_dict(self)
