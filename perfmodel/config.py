@@ -3,7 +3,7 @@
 
 File layout (every section and key optional; defaults below)::
 
-    [workload]       model = "resnet50", dataset = "imagenet", precision = "fp32" | "fp16"
+    [workload]       model = "resnet50", dataset (default: the model's own), precision = "fp32" | "fp16"
     [training]       batch = 256 (global), optimizer = "sgd" | "lars" | "kfac",
                      epochs = 90.0  or  target_top1 = 75.9 (percent), warmup_epochs = 5.0,
                      eval_every_epochs = 1.0
@@ -52,7 +52,7 @@ class RunConfig:
     """A fully resolved run configuration (immutable). Units: batch in images, bucket size in bytes."""
 
     model: str = "resnet50"
-    dataset: str = "imagenet"
+    dataset: str | None = None
     precision: str = "fp32"
     batch: int = 256
     optimizer: str = "sgd"
@@ -76,10 +76,12 @@ class RunConfig:
     # ---- derived -------------------------------------------------------------------------------------
     @property
     def train_images(self) -> int:
+        """Training images per epoch (the dataset must be resolved)."""
         return DATASETS[self.dataset][0]
 
     @property
     def val_images(self) -> int:
+        """Validation images per evaluation (the dataset must be resolved)."""
         return DATASETS[self.dataset][1]
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +127,7 @@ def _check_type(source: str, key: str, value: Any, typ) -> None:
 def _validated(cfg: RunConfig) -> RunConfig:
     """Check ranges and enums; return ``cfg`` (unchanged) or raise ConfigError naming the field."""
     src = cfg.source
-    if cfg.dataset not in DATASETS:
+    if cfg.dataset is not None and cfg.dataset not in DATASETS:
         raise ConfigError(src, "workload.dataset", cfg.dataset, f"unknown dataset; known: {', '.join(DATASETS)}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(src, "workload.precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")

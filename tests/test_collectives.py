@@ -350,6 +350,27 @@ def test_torus2d_grid_and_equivalences():
         Torus2D(px=3).allreduce_time(64, 1e6, NET)
 
 
+def test_torus2d_on_two_level_fabric():
+    intra, inter = (1e-6, 1 / 150e9, G), (A, B, G)
+    fab = Fabric(NetParams(*intra), NetParams(*inter), ranks_per_node=8, nics_per_node=1)
+    n = 1e8
+
+    def ref(p, px, x_link, y_link, share):
+        py = p // px
+        xa, xb, xg = x_link
+        ya, yb, yg = y_link
+        return (px - 1) * (2 * xa + n / px * (2 * xb + xg)) + ref_ring(py, n / px, ya, yb * share, yg)
+
+    # rows of 2 inside 8-rank nodes: X on NVLink, 2 columns cross each node's single NIC at once
+    assert math.isclose(Torus2D(px=2).allreduce_time(64, n, fab), ref(64, 2, intra, inter, 2.0), rel_tol=REL)
+    # rows of 16 span two nodes: X on the network; all 8 ranks of a node cross at once in Y
+    assert math.isclose(Torus2D(px=16).allreduce_time(64, n, fab), ref(64, 16, inter, inter, 8.0), rel_tol=REL)
+    # rows of 6 straddle 8-rank nodes: X on the network
+    assert math.isclose(Torus2D(px=6).allreduce_time(48, n, fab), ref(48, 6, inter, inter, 6.0), rel_tol=REL)
+    # everything inside one node
+    assert math.isclose(Torus2D(px=4).allreduce_time(8, n, fab), ref(8, 4, intra, intra, 1.0), rel_tol=REL)
+
+
 def test_parameter_server_bounds():
     n = 1e8
     # S = p: each worker's NIC bound, 2 (a + n b) + (p-1)/p n g
@@ -429,6 +450,22 @@ def test_step_volumes(p):
         assert close(per_rank_send_frac(Hierarchical().steps(p, ranks_per_node=8), p), np.full(p, want))
         assert close(per_rank_send_frac(Torus2D(px=8).steps(p), p), np.full(p, want))
         assert math.isclose(want, 2 * (p - 1) / p, rel_tol=REL)  # same volume as the flat ring
+
+
+@pytest.mark.parametrize("p", P_FABRIC)
+@pytest.mark.parametrize("alg", [ALGORITHMS["recursive_doubling"], BinaryTree(), ParameterServer(servers=3)],
+                         ids=lambda a: a.name)
+def test_whole_vector_steps_implement_an_allreduce(alg, p):
+    """Replay the flows of whole-vector algorithms: afterwards every rank holds every rank's contribution."""
+    ne = alg.n_endpoints(p)
+    know = np.zeros((ne, p), dtype=bool)
+    know[np.arange(p), np.arange(p)] = True
+    for st in alg.steps(p):
+        assert st.repeat == 1 and (st.send_frac == 1.0 or isinstance(alg, ParameterServer))
+        new = know.copy()
+        np.logical_or.at(new, st.pairs[:, 1], know[st.pairs[:, 0]])
+        know = new
+    assert know[:p].all()
 
 
 @pytest.mark.parametrize("p", P_FABRIC + [6, 13, 100, 127, 129, 1025])

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "tour": "perfmodel.cli.tour_cmd",
     "hardware": "perfmodel.cli.hardware_cmd",
     "workload": "perfmodel.cli.workload_cmd",
+    "predict": "perfmodel.cli.predict_cmd",
 }
 
 

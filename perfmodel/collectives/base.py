@@ -13,9 +13,9 @@ Every algorithm takes a :class:`Fabric` (``intra``, ``inter``, ``ranks_per_node`
 a bare :class:`NetParams` is accepted and means a flat network (``Fabric(net, net, ranks_per_node=1)``).
 Ranks are placed in blocks: ranks ``[j*ranks_per_node, (j+1)*ranks_per_node)`` share node ``j``.
 
-* Flat algorithms (ring, recursive doubling, halving-doubling, trees, parameter server's workers) use
+* Flat algorithms (ring, recursive doubling, halving-doubling, binomial and double binary trees) use
   ``intra`` when ``p <= ranks_per_node`` (all ranks in one node) and ``inter`` otherwise, for *every*
-  message. APPROXIMATION: when ranks span nodes, the closed form charges all steps at inter-node cost and
+  message. The parameter server always uses ``inter`` (its servers are other machines). APPROXIMATION: when ranks span nodes, the closed form charges all steps at inter-node cost and
   ignores that several ranks of a node may share its NICs; :func:`time_on_fabric` with a topology-aware
   ``flow_time`` captures both effects.
 * Hierarchical and 2D-torus algorithms use ``intra`` for the phases inside a node and ``inter`` for the
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Callable
 
@@ -61,7 +61,10 @@ __all__ = [
     "Algorithm",
     "FlatAlgorithm",
     "FlowTime",
+    "select_params",
     "time_on_fabric",
+    "embed_steps",
+    "embedded_fabric_steps",
     "per_rank_send_frac",
     "check_p_n",
     "ceil_log2",
@@ -417,9 +420,6 @@ def select_params(fabric: Fabric, p: np.ndarray) -> tuple[Any, Any, Any]:
             np.where(inside, i.gamma_s_per_B, e.gamma_s_per_B))
 
 
-__all__.append("select_params")
-
-
 # --------------------------------------------------------------------------------------------------------
 # Topology-aware costing
 # --------------------------------------------------------------------------------------------------------
@@ -497,6 +497,3 @@ def embedded_fabric_steps(algorithm: Algorithm, rank_map: np.ndarray, scale: flo
 
     sub = algorithm.fabric_steps(rank_map.shape[1], scale * nbytes, sub_flow_time, gamma_s_per_B, op=op)
     return embed_steps(sub, rank_map, scale)
-
-
-__all__ += ["embed_steps", "embedded_fabric_steps"]

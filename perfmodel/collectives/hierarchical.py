@@ -26,14 +26,14 @@ APPROXIMATION: when ``p`` is not a multiple of ``ranks_per_node`` the closed for
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from hardware.errors import ConfigError
 
 from ._flat import get_flat
-from .base import (Algorithm, Fabric, FlowTime, Step, embed_steps, embedded_fabric_steps)
+from .base import Algorithm, Fabric, FlowTime, Step, embed_steps, embedded_fabric_steps
 from .ring import ring_allgather, ring_reduce_scatter
 
 __all__ = ["Hierarchical", "VARIANTS", "node_rings"]

@@ -1,0 +1,226 @@
+"""From a system spec to collective costs: the cluster topology graph, rank placement, and the linear
+cost profile ``time(n) = A + B * n`` of each collective algorithm on that topology.
+
+How a collective is priced on a topology
+----------------------------------------
+Each algorithm (:mod:`perfmodel.collectives`) describes itself as steps: sets of simultaneous flows between
+ranks. Ranks are placed on the devices of the cluster graph in blocks (rank ``r`` on node
+``r // ranks_per_node``). A step's flows are routed over the graph (:mod:`hardware.topology.routing`,
+equal-cost paths spread evenly); each directed link is shared fairly among the flows that cross it. A
+step of ``m`` bytes per flow then takes ``max_f latency_f + m * max_f (load_e / bw_e)`` (upper bound of the
+slowest flow: APPROXIMATION — the latency and the bandwidth maxima may come from different flows). Summed
+over the steps, with the reduction arithmetic at ``gamma`` seconds per byte, this gives a cost that is
+exactly linear in the message size::
+
+    time(n) = A + B * n,  A = sum(repeat * latency_step),
+                          B = sum(repeat * (send_frac * slope_step + reduce_frac * gamma))
+
+so a profile is computed once per (system, nodes, ranks per node, algorithm, operation) and then prices
+every bucket of every batch size at numpy speed (sweeps evaluate >10,000 configurations a second).
+
+Other assumptions
+-----------------
+- Inter-node latency: the fabric's end-to-end MPI latency, put on the device-NIC hops (half each side).
+- Reduction throughput: ``gamma = 3 / memory_bw`` of the device (read two operands, write one result).
+- Several ranks on one device (``ranks_per_node > devices_per_node``): flows between them are priced at the
+  node's intra-node (shared-memory) link.
+- ``auto`` picks, per message size, the algorithm with the lowest profile cost, as MPI libraries select
+  algorithms by message size.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from hardware.errors import ConfigError, InfeasibleError
+from hardware.specs import SystemSpec
+from hardware.topology import build, cluster_with_nodes, endpoints, max_flow_time
+from perfmodel.collectives import AUTO_CANDIDATES, Fabric, NetParams, get_algorithm
+
+__all__ = ["CollectiveProfile", "node_graph_spec", "network_spec", "cluster_graph", "rank_endpoints",
+           "fabric_for", "collective_profile", "best_profiles", "reduce_gamma_s_per_B"]
+
+_PROBE_BYTES = 1e12  # message size used to read the bandwidth slope off max_flow_time
+
+
+@dataclass(frozen=True)
+class CollectiveProfile:
+    """Linear cost of one collective: ``time_s(n) = alpha_s + beta_s_per_B * n`` (n in bytes)."""
+
+    algorithm: str
+    op: str
+    p: int
+    alpha_s: float
+    beta_s_per_B: float
+
+    def time_s(self, nbytes):
+        """Seconds for a message of ``nbytes`` (scalar or array); 0 for a single rank."""
+        n = np.asarray(nbytes, dtype=float)
+        if self.p <= 1:
+            return np.zeros_like(n) if n.ndim else 0.0
+        return self.alpha_s + self.beta_s_per_B * n
+
+
+def reduce_gamma_s_per_B(system: SystemSpec) -> float:
+    """Reduction arithmetic cost in seconds per byte: 3 bytes of memory traffic per byte reduced."""
+    return 3.0 / system.device.memory_bw_Bps
+
+
+def node_graph_spec(system: SystemSpec) -> dict | None:
+    """Registry spec of one node's internal graph (None for one device per node)."""
+    node = system.node
+    dpn, intra = node.devices_per_node, node.intra
+    if dpn == 1:
+        return None
+    if intra.kind == "nvlink-hybrid-cube-mesh":
+        if dpn == 8:
+            gpu = "p100" if "p100" in node.device.id else "v100"
+            return {"kind": "dgx1-hybrid-cube-mesh", "gpu": gpu, "nvlink_bw_Bps": intra.link_bw_Bps,
+                    "latency_s": intra.latency_s}
+        # fewer GPUs (e.g. TSUBAME3's 4 P100): every pair linked; the device's links shared among peers
+        links = max(1, (intra.links_per_device or 1) // (dpn - 1))
+        return {"kind": "fully-connected", "n_endpoints": dpn, "link_bw_Bps": links * intra.link_bw_Bps,
+                "latency_s": intra.latency_s}
+    if intra.kind == "nvswitch":
+        return {"kind": "nvswitch", "n_gpus": dpn, "links_per_gpu": intra.links_per_device or 6,
+                "nvlink_bw_Bps": intra.link_bw_Bps, "latency_s": intra.latency_s}
+    if intra.kind == "pcie":
+        return {"kind": "pcie-tree", "n_gpus": dpn, "gpus_per_switch": max(1, dpn // 2),
+                "pcie_bw_Bps": intra.link_bw_Bps, "latency_s": intra.latency_s}
+    # shared memory: every device reaches every other through the memory system
+    return {"kind": "single-switch", "n_endpoints": dpn, "link_bw_Bps": intra.link_bw_Bps,
+            "latency_s": intra.latency_s / 2}
+
+
+def network_spec(system: SystemSpec, nodes: int) -> dict:
+    """Registry spec of the inter-node network for ``nodes`` nodes (NICs are its endpoints)."""
+    net, nics = system.network, system.node.nics_per_node
+    tp = dict(net.topology_params)
+    bw = net.link_bw_Bps
+    if net.topology_kind == "fat-tree":
+        per_leaf = int(tp["nodes_per_leaf"]) * nics
+        uplinks = int(tp.get("uplinks_per_leaf") or round(per_leaf / float(tp.get("oversubscription", 1.0))))
+        return {"kind": "fat-tree", "endpoints_per_leaf": per_leaf, "uplinks_per_leaf": max(1, uplinks),
+                "link_bw_Bps": bw, "latency_s": 0.0, "levels": 2}
+    if net.topology_kind == "torus":
+        return {"kind": "torus", "dims": tuple(tp["dims"]), "link_bw_Bps": bw, "latency_s": 0.0}
+    if net.topology_kind == "dragonfly":
+        return {"kind": "dragonfly", "groups": int(tp["groups"]), "routers_per_group": int(tp["routers_per_group"]),
+                "endpoints_per_router": int(tp["nodes_per_router"]) * nics,
+                "global_links_per_router": int(tp.get("global_links_per_router", 1)),
+                "link_bw_Bps": bw, "global_bw_Bps": bw, "latency_s": 0.0}
+    return {"kind": "single-switch", "link_bw_Bps": bw, "latency_s": 0.0}
+
+
+@functools.lru_cache(maxsize=64)
+def cluster_graph(system: SystemSpec, nodes: int) -> nx.Graph:
+    """The topology graph of ``nodes`` nodes of ``system`` (cached; do not modify the result)."""
+    if nodes > system.max_nodes:
+        raise InfeasibleError(f"{system.id}: {nodes} nodes requested but the system has {system.max_nodes}")
+    spec = node_graph_spec(system)
+    node_graph = _fully_connected(**{k: v for k, v in spec.items() if k != "kind"}) \
+        if spec and spec["kind"] == "fully-connected" else spec
+    net = network_spec(system, nodes)
+    if net["kind"] == "torus" and int(np.prod(net["dims"])) != nodes * system.node.nics_per_node:
+        net = {"kind": "single-switch", "link_bw_Bps": net["link_bw_Bps"], "latency_s": 0.0}  # partial torus
+    return cluster_with_nodes(node_graph, nodes, net, system.node.nics_per_node,
+                              nic_bw_Bps=system.network.link_bw_Bps,
+                              nic_latency_s=system.network.latency_s / 2)
+
+
+def _fully_connected(n_endpoints: int, link_bw_Bps: float, latency_s: float) -> nx.Graph:
+    """A node whose devices are pairwise linked (4-GPU NVLink nodes)."""
+    G = nx.complete_graph(n_endpoints)
+    for n in G.nodes:
+        G.nodes[n]["kind"] = "endpoint"
+    for u, v in G.edges:
+        G.edges[u, v].update(bw_Bps=float(link_bw_Bps), latency_s=float(latency_s), kind="nvlink", links=1)
+    G.graph.update(name=f"nvlink-full-{n_endpoints}", kind="fully-connected", endpoints=list(range(n_endpoints)),
+                   num_endpoints=n_endpoints, routing="shortest")
+    return G
+
+
+def rank_endpoints(system: SystemSpec, nodes: int, ranks_per_node: int) -> list:
+    """Endpoint of each rank (block placement: rank r on node r // ranks_per_node)."""
+    G = cluster_graph(system, nodes)
+    eps = endpoints(G)
+    dpn = system.devices_per_node
+    by_node: dict = {}
+    for ep in eps:
+        by_node.setdefault(ep[0] if isinstance(ep, tuple) else ep, []).append(ep)
+    node_ids = sorted(by_node)
+    out = []
+    for r in range(nodes * ranks_per_node):
+        node_eps = by_node[node_ids[r // ranks_per_node]]
+        out.append(node_eps[(r % ranks_per_node) % min(dpn, len(node_eps))])
+    return out
+
+
+def fabric_for(system: SystemSpec, ranks_per_node: int) -> Fabric:
+    """Closed-form (alpha-beta-gamma) parameters of ``system``: intra-node and inter-node links."""
+    intra = system.node.intra
+    per_rank_intra_bw = intra.link_bw_Bps * (intra.links_per_device or 1)
+    gamma = reduce_gamma_s_per_B(system)
+    return Fabric(intra=NetParams(intra.latency_s, 1.0 / per_rank_intra_bw, gamma),
+                  inter=NetParams(system.network.latency_s, 1.0 / system.network.link_bw_Bps, gamma),
+                  ranks_per_node=ranks_per_node, nics_per_node=system.node.nics_per_node)
+
+
+@functools.lru_cache(maxsize=4096)
+def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str,
+                       op: str = "allreduce") -> CollectiveProfile:
+    """Linear cost profile of ``op`` with ``algorithm`` on ``nodes`` nodes of ``system`` (cached)."""
+    p = nodes * ranks_per_node
+    alg = get_algorithm(algorithm)
+    if algorithm == "auto":
+        raise ConfigError("collective_profile", "algorithm", algorithm, "resolve 'auto' with best_profiles")
+    if p <= 1:
+        return CollectiveProfile(algorithm, op, p, 0.0, 0.0)
+    G = cluster_graph(system, nodes)
+    eps = rank_endpoints(system, nodes, ranks_per_node)
+    intra = system.node.intra
+    gamma = reduce_gamma_s_per_B(system)
+    alpha = beta = 0.0
+    for st in alg.steps(p, ranks_per_node=ranks_per_node, op=op):
+        if len(st.pairs) == 0:
+            beta += st.repeat * st.reduce_frac * gamma
+            continue
+        # indices >= p are extra endpoints of the algorithm (parameter servers): co-located with ranks
+        src = [eps[i % p] for i in st.pairs[:, 0]]
+        dst = [eps[i % p] for i in st.pairs[:, 1]]
+        flows = [(s, d) for s, d in zip(src, dst) if s != d]
+        lat = slope = 0.0
+        if flows:
+            lat = max_flow_time(G, flows, 0.0)
+            slope = (max_flow_time(G, flows, _PROBE_BYTES) - lat) / _PROBE_BYTES
+        if len(flows) < len(src):  # ranks sharing a device: shared-memory copy
+            lat = max(lat, intra.latency_s)
+            slope = max(slope, 1.0 / intra.link_bw_Bps)
+        alpha += st.repeat * lat
+        beta += st.repeat * (st.send_frac * slope + st.reduce_frac * gamma)
+    return CollectiveProfile(algorithm, op, p, alpha, beta)
+
+
+def best_profiles(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str, nbytes,
+                  op: str = "allreduce") -> tuple[np.ndarray, list[str]]:
+    """Time of ``op`` for each message size in ``nbytes`` and the algorithm used for each.
+
+    ``algorithm == "auto"`` picks the fastest of the auto candidates per size; any other name is used for
+    every size (unknown names raise ConfigError naming ``allreduce``).
+    """
+    n = np.atleast_1d(np.asarray(nbytes, dtype=float))
+    names = list(AUTO_CANDIDATES) if algorithm == "auto" else [algorithm]
+    get_algorithm(algorithm)  # validates the name
+    usable = []
+    for name in names:
+        alg = get_algorithm(name)
+        if op in getattr(alg, "step_ops", ("allreduce",)):
+            usable.append(name)
+    if not usable:
+        raise ConfigError("--allreduce", "allreduce", algorithm, f"does not implement {op}")
+    times = np.stack([collective_profile(system, nodes, ranks_per_node, a, op).time_s(n) for a in usable])
+    best = np.argmin(times, axis=0)
+    return times[best, np.arange(n.size)], [usable[i] for i in best]

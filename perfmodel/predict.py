@@ -1,0 +1,307 @@
+"""The analytic time-to-train model: for a run configuration, how long until the target accuracy, and where
+the time goes.
+
+Per iteration (seconds, one rank; every rank is identical in this model)::
+
+    iteration = forward + backward + exposed communication + optimizer + input pipeline
+    exposed communication = bucketed gradient allreduce not hidden behind backward (perfmodel.overlap)
+
+and for the whole run::
+
+    time_to_train = iterations * iteration + evaluations + start-up
+    iterations    = ceil(epochs * ceil(train_images / global_batch))
+    epochs        = --epochs, or the convergence model's epochs to the target top-1 at this batch
+
+Components and where they come from: compute per layer and pass (:mod:`perfmodel.compute`), collectives on
+the system's topology (:mod:`perfmodel.network`), optimizer cost (:mod:`perfmodel.optimizers`), convergence
+(:mod:`perfmodel.convergence`). Scaling efficiency is images/s on N nodes divided by N times images/s on one
+node at the same per-device batch (weak scaling).
+
+Assumptions (each an approximation, marked):
+
+- Ranks are identical: no jitter, no stragglers (the discrete-event simulator adds them).
+- Several ranks on one device (CPU ranks on shared cores) each get ``devices / ranks`` of the device.
+- When the activations of the per-device batch do not fit in device memory, the batch is split into
+  micro-batches with gradient accumulation; gradients are reduced once, overlapped with the last
+  micro-batch's backward only.
+- Input pipeline: images are decoded and prefetched in parallel with compute (``io_s = 0``) unless the
+  config's ``optimizer_options`` do not matter here — there is no I/O model yet; see ``io_s`` in the
+  breakdown, which is reported as 0 with this assumption.
+- Evaluation: a forward pass over the validation set, split over all ranks, every ``eval_every_epochs``.
+- Start-up: one broadcast of the parameters from rank 0.
+- K-FAC: the gradient exchange (reduce-scatter to layer owners + all-gather of preconditioned gradients)
+  moves the same bytes as an allreduce and is priced as the bucketed allreduce; the optimizer model adds
+  the factor communication, factor computation and inversion (``grad_allgather`` off to avoid counting
+  the all-gather twice).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from hardware.catalog import load_system
+from hardware.errors import ConfigError, InfeasibleError
+from hardware.specs import SystemSpec
+from perfmodel import convergence
+from perfmodel.compute import layer_times
+from perfmodel.config import RunConfig
+from perfmodel.network import best_profiles
+from perfmodel.optimizers import optimizer_cost
+from perfmodel.overlap import assign_buckets, overlap_schedule
+from perfmodel.provenance import machine_description, software_versions
+from perfmodel.workload import WorkloadTable, load_workload
+
+__all__ = ["Prediction", "IterationModel", "predict", "iteration_model", "resolve"]
+
+_ACT_SCALE = {"fp32": 1.0, "fp16": 0.5}
+_GRAD_SCALE = {"fp32": 1.0, "fp16": 0.5}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A configuration resolved against the catalog: the objects the model needs."""
+
+    cfg: RunConfig
+    system: SystemSpec
+    table: WorkloadTable
+    ranks_per_node: int
+    ranks: int
+    per_device_batch: int
+
+
+def resolve(cfg: RunConfig) -> Resolved:
+    """Load the system and workload of ``cfg`` and check that the configuration can run."""
+    system = load_system(cfg.system)
+    table = load_workload(cfg.model)
+    if cfg.dataset is None:
+        cfg = cfg.replace(dataset=table.dataset)
+    if cfg.nodes > system.max_nodes:
+        raise InfeasibleError(f"{cfg.source}: field 'system.nodes' = {cfg.nodes}: system '{system.id}' has "
+                              f"only {system.max_nodes} nodes")
+    rpn = cfg.ranks_per_node or system.devices_per_node
+    if system.device.kind == "gpu" and rpn > system.devices_per_node:
+        raise InfeasibleError(f"{cfg.source}: field 'system.ranks_per_node' = {rpn}: a node of '{system.id}' "
+                              f"has {system.devices_per_node} GPUs (one rank per GPU)")
+    ranks = cfg.nodes * rpn
+    if cfg.batch % ranks:
+        raise ConfigError(cfg.source, "training.batch", cfg.batch,
+                          f"global batch is not divisible by the {ranks} ranks ({cfg.nodes} nodes x {rpn} "
+                          f"ranks per node)")
+    return Resolved(cfg, system, table, rpn, ranks, cfg.batch // ranks)
+
+
+@dataclass(frozen=True)
+class IterationModel:
+    """Per-iteration costs of one configuration family, arrays over per-device batches (shape (C,))."""
+
+    per_device_batch: np.ndarray
+    micro_batch: np.ndarray
+    accumulation_steps: np.ndarray
+    forward_s: np.ndarray
+    backward_s: np.ndarray
+    comm_total_s: np.ndarray
+    comm_exposed_s: np.ndarray
+    optimizer_s: np.ndarray
+    io_s: np.ndarray
+    memory_per_rank_bytes: np.ndarray
+    buckets: int
+    algorithms: tuple[str, ...]
+    optimizer_details: tuple[Mapping[str, float], ...] = field(default=())
+
+    @property
+    def compute_s(self) -> np.ndarray:
+        return self.forward_s + self.backward_s
+
+    @property
+    def iteration_s(self) -> np.ndarray:
+        return self.compute_s + self.comm_exposed_s + self.optimizer_s + self.io_s
+
+
+def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: np.ndarray,
+                   fixed_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Largest micro-batch whose activations fit beside ``fixed_bytes``; accumulation steps per batch."""
+    avail = system.memory_per_device_bytes - fixed_bytes
+    per_image = table.totals.act_bytes * _ACT_SCALE.get(precision, 1.0)
+    fit = np.floor(avail / per_image)
+    if np.any(fit < 1):
+        raise InfeasibleError(
+            f"{table.model} does not fit on {system.device.id}: parameters, gradients and optimizer state take "
+            f"{fixed_bytes.max() / 2**30:.2f} GiB of {system.memory_per_device_bytes / 2**30:.2f} GiB")
+    steps = np.ceil(b / np.minimum(fit, b))
+    micro = np.ceil(b / steps)
+    return micro, steps
+
+
+def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_per_node: int, per_device_batch,
+                    *, precision: str = "fp32", algorithm: str = "auto", bucket_bytes: float = 25e6,
+                    overlap: bool = True, optimizer: str = "sgd", optimizer_options: Mapping[str, Any] | None = None,
+                    source: str = "--optimizer", efficiency=None) -> IterationModel:
+    """Per-iteration costs for each per-device batch in ``per_device_batch`` (vectorised over it)."""
+    b = np.atleast_1d(np.asarray(per_device_batch, dtype=float))
+    dev = system.device
+    ranks = nodes * ranks_per_node
+    share = max(1.0, ranks_per_node / system.devices_per_node)  # ranks sharing one device
+    curve = efficiency or dev.efficiency_for(precision)
+
+    # --- communication: gradient buckets in ready order, priced on the topology ----------------------------
+    grad_bytes = table.gradient_sizes_in_ready_order() * _GRAD_SCALE.get(precision, 1.0)
+    bucket_of = assign_buckets(grad_bytes, bucket_bytes)
+    n_buckets = int(bucket_of.max()) + 1 if bucket_of.size else 0
+    bucket_bytes_arr = np.bincount(bucket_of, weights=grad_bytes, minlength=n_buckets)
+    if ranks > 1 and n_buckets:
+        bucket_s, algs = best_profiles(system, nodes, ranks_per_node, algorithm, bucket_bytes_arr)
+    else:
+        bucket_s, algs = np.zeros(n_buckets), [algorithm] * n_buckets
+
+    def comm(kind: str, nbytes: float, p: int) -> float:
+        if p <= 1:
+            return 0.0
+        alg = algorithm if kind == "allreduce" else "auto"
+        return float(best_profiles(system, nodes, ranks_per_node, alg, [nbytes], op=kind)[0][0])
+
+    # --- optimizer (depends on the per-device batch through K-FAC's factor computation) -------------------
+    opts = dict(optimizer_options or {})
+    if optimizer == "kfac":
+        opts.setdefault("grad_allgather", False)
+    opt_s, opt_mem, details = [], [], []
+    cache: dict[float, Any] = {}
+    for bi in b:
+        if bi not in cache:
+            cache[bi] = optimizer_cost(optimizer, table, per_device_batch=int(bi), ranks=ranks,
+                                       peak_flops=dev.peak_flops_for(precision) / share,
+                                       efficiency=max(1e-6, min(1.0, float(curve.at(bi)))),
+                                       mem_bw_Bps=dev.memory_bw_Bps / share, comm=comm, options=opts, source=source)
+        oc = cache[bi]
+        opt_s.append(oc.total_s)
+        opt_mem.append(oc.memory_bytes)
+        details.append(dict(oc.details))
+    opt_s, opt_mem = np.array(opt_s), np.array(opt_mem)
+
+    # --- memory and gradient accumulation --------------------------------------------------------------------
+    fixed = 2.0 * table.gradient_bytes + opt_mem   # weights + gradients + optimizer state
+    micro, steps = _micro_batches(table, system, precision, b, fixed)
+
+    # --- compute at the micro-batch, repeated over accumulation steps ----------------------------------------
+    lt = layer_times(table, dev, micro, precision, efficiency=curve)
+    fwd_layers, bwd_layers = lt.fwd_s * share, lt.bwd_s * share
+    forward = fwd_layers.sum(axis=1) * steps
+    bwd_last = bwd_layers.sum(axis=1)
+    backward = bwd_last * steps
+
+    # --- overlap of the bucketed allreduce with the last micro-batch's backward ------------------------------
+    layer_bucket = np.full(table.n_layers, -1, dtype=np.int64)
+    layer_bucket[table.ready_order()] = bucket_of
+    if n_buckets and ranks > 1:
+        ov = overlap_schedule(bwd_layers[:, ::-1], layer_bucket[::-1], bucket_s[None, :], overlap=overlap)
+        comm_total, exposed = ov.comm_total_s, ov.comm_exposed_s
+    else:
+        comm_total = exposed = np.zeros_like(b)
+    mem = fixed + micro * table.totals.act_bytes * _ACT_SCALE.get(precision, 1.0)
+    return IterationModel(per_device_batch=b, micro_batch=micro, accumulation_steps=steps, forward_s=forward,
+                          backward_s=backward, comm_total_s=np.broadcast_to(comm_total, b.shape).copy(),
+                          comm_exposed_s=np.broadcast_to(exposed, b.shape).copy(), optimizer_s=opt_s,
+                          io_s=np.zeros_like(b), memory_per_rank_bytes=mem, buckets=n_buckets,
+                          algorithms=tuple(algs), optimizer_details=tuple(details))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An analytic prediction for one configuration (SI units). ``to_dict`` gives the JSON contract."""
+
+    config: RunConfig
+    system: str
+    ranks: int
+    ranks_per_node: int
+    per_device_batch: int
+    epochs: float
+    epochs_source: str
+    target_top1: float | None
+    iterations_per_epoch: int
+    iterations: int
+    iteration_s: float
+    images_per_s: float
+    scaling_efficiency: float
+    breakdown: Mapping[str, float]
+    run_breakdown: Mapping[str, float]
+    time_to_train_s: float
+    details: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "prediction", "method": "analytic",
+            "time_to_train_s": self.time_to_train_s, "epochs": self.epochs, "epochs_source": self.epochs_source,
+            "target_top1": self.target_top1, "iterations": self.iterations,
+            "iterations_per_epoch": self.iterations_per_epoch, "iteration_s": self.iteration_s,
+            "images_per_s": self.images_per_s, "scaling_efficiency": self.scaling_efficiency,
+            "breakdown": dict(self.breakdown), "run_breakdown": dict(self.run_breakdown),
+            "system": self.system, "nodes": self.config.nodes, "ranks": self.ranks,
+            "ranks_per_node": self.ranks_per_node, "global_batch": self.config.batch,
+            "per_device_batch": self.per_device_batch, "details": dict(self.details),
+            "config": self.config.to_dict(), "config_hash": self.config.config_hash,
+            "software": software_versions(), "machine": machine_description(),
+        }
+
+
+def _epochs(cfg: RunConfig) -> tuple[float, str, float | None]:
+    """Epochs to train, where that number came from, and the target (None when epochs were given)."""
+    if cfg.epochs is not None:
+        return float(cfg.epochs), "config", cfg.target_top1
+    try:
+        target = cfg.target_top1 if cfg.target_top1 is not None else convergence.reference_top1(cfg.model)
+        epochs = float(convergence.epochs_to_target(cfg.optimizer, cfg.batch, target, model=cfg.model))
+    except ConfigError as exc:
+        if exc.field == "model":
+            raise ConfigError(cfg.source, "training.epochs", None,
+                              f"no convergence model for '{cfg.model}' (fitted: resnet50); pass --epochs") from None
+        raise
+    return epochs, f"convergence model: {cfg.optimizer} to {target:g}% top-1 at batch {cfg.batch}", target
+
+
+def predict(cfg: RunConfig) -> Prediction:
+    """Analytic prediction of time to train for ``cfg``."""
+    r = resolve(cfg)
+    cfg, system, table = r.cfg, r.system, r.table
+    kw = dict(precision=cfg.precision, algorithm=cfg.allreduce, bucket_bytes=cfg.bucket_bytes,
+              overlap=cfg.overlap, optimizer=cfg.optimizer, optimizer_options=cfg.optimizer_options,
+              source=cfg.source)
+    it = iteration_model(table, system, cfg.nodes, r.ranks_per_node, [r.per_device_batch], **kw)
+    iteration_s = float(it.iteration_s[0])
+    images_per_s = cfg.batch / iteration_s
+    if cfg.nodes > 1:
+        one = iteration_model(table, system, 1, r.ranks_per_node, [r.per_device_batch], **kw)
+        scaling = images_per_s / (cfg.nodes * r.ranks_per_node * r.per_device_batch / float(one.iteration_s[0]))
+    else:
+        scaling = 1.0
+
+    epochs, epochs_source, target = _epochs(cfg)
+    ipe = math.ceil(cfg.train_images / cfg.batch)
+    iterations = math.ceil(epochs * ipe - 1e-9)
+    # evaluation: forward over the validation set split across ranks, at the training micro-batch
+    fwd_per_image = float(it.forward_s[0]) / (float(it.micro_batch[0]) * float(it.accumulation_steps[0]))
+    n_evals = math.floor(epochs / cfg.eval_every_epochs + 1e-9)
+    eval_s = n_evals * math.ceil(cfg.val_images / r.ranks) * fwd_per_image
+    startup_s = 0.0
+    if r.ranks > 1:
+        startup_s = float(best_profiles(system, cfg.nodes, r.ranks_per_node, "auto", [table.gradient_bytes],
+                                        op="broadcast")[0][0])
+    training_s = iterations * iteration_s
+    breakdown = {"compute_s": float(it.compute_s[0]), "forward_s": float(it.forward_s[0]),
+                 "backward_s": float(it.backward_s[0]), "comm_total_s": float(it.comm_total_s[0]),
+                 "comm_exposed_s": float(it.comm_exposed_s[0]), "optimizer_s": float(it.optimizer_s[0]),
+                 "io_s": float(it.io_s[0])}
+    details = {"buckets": it.buckets, "bucket_algorithms": list(it.algorithms),
+               "micro_batch": int(it.micro_batch[0]), "accumulation_steps": int(it.accumulation_steps[0]),
+               "memory_per_rank_bytes": float(it.memory_per_rank_bytes[0]),
+               "memory_available_bytes": float(system.memory_per_device_bytes),
+               "optimizer": dict(it.optimizer_details[0]) if it.optimizer_details else {},
+               "device": system.device.id, "evaluations": n_evals}
+    return Prediction(config=cfg, system=system.id, ranks=r.ranks, ranks_per_node=r.ranks_per_node,
+                      per_device_batch=r.per_device_batch, epochs=epochs, epochs_source=epochs_source,
+                      target_top1=target, iterations_per_epoch=ipe, iterations=iterations,
+                      iteration_s=iteration_s, images_per_s=images_per_s, scaling_efficiency=scaling,
+                      breakdown=breakdown,
+                      run_breakdown={"training_s": training_s, "eval_s": eval_s, "startup_s": startup_s},
+                      time_to_train_s=training_s + eval_s + startup_s, details=details)
