@@ -33,15 +33,10 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from hardware.errors import ConfigError
+from perfmodel.datasets import DATASETS
 
 __all__ = ["RunConfig", "DATASETS", "load_config", "add_config_arguments", "config_from_args"]
 
-#: dataset name -> (training images, validation images, input shape C,H,W, classes)
-DATASETS: Mapping[str, tuple[int, int, tuple[int, int, int], int]] = MappingProxyType({
-    "imagenet": (1_281_167, 50_000, (3, 224, 224), 1000),
-    "cifar10": (50_000, 10_000, (3, 32, 32), 10),
-    "digits": (1_437, 360, (1, 8, 8), 10),  # scikit-learn's bundled 8x8 digits (train/test split 80/20)
-})
 
 PRECISIONS = ("fp32", "fp16")
 OPTIMIZER_NAMES = ("sgd", "lars", "kfac")
@@ -77,12 +72,12 @@ class RunConfig:
     @property
     def train_images(self) -> int:
         """Training images per epoch (the dataset must be resolved)."""
-        return DATASETS[self.dataset][0]
+        return DATASETS[self.dataset].train_images
 
     @property
     def val_images(self) -> int:
         """Validation images per evaluation (the dataset must be resolved)."""
-        return DATASETS[self.dataset][1]
+        return DATASETS[self.dataset].val_images
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (what predictions and measurements record)."""
@@ -136,8 +131,8 @@ def _validated(cfg: RunConfig) -> RunConfig:
     if cfg.optimizer not in OPTIMIZER_NAMES:
         raise ConfigError(src, "training.optimizer", cfg.optimizer,
                           f"unknown optimizer; known: {', '.join(OPTIMIZER_NAMES)}")
-    if cfg.epochs is not None and not cfg.epochs > 0:
-        raise ConfigError(src, "training.epochs", cfg.epochs, "must be > 0")
+    if cfg.epochs is not None and not 0 < cfg.epochs < float("inf"):
+        raise ConfigError(src, "training.epochs", cfg.epochs, "must be finite and > 0")
     if cfg.target_top1 is not None and not 0 < cfg.target_top1 < 100:
         raise ConfigError(src, "training.target_top1", cfg.target_top1, "must be a percentage in (0, 100)")
     if cfg.warmup_epochs < 0:

@@ -43,7 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from hardware.catalog import load_system
-from hardware.errors import ConfigError, InfeasibleError
+from hardware.errors import ConfigError, InfeasibleError, SpecError
 from hardware.specs import SystemSpec
 from perfmodel import convergence
 from perfmodel.compute import layer_times
@@ -74,8 +74,18 @@ class Resolved:
 
 def resolve(cfg: RunConfig) -> Resolved:
     """Load the system and workload of ``cfg`` and check that the configuration can run."""
-    system = load_system(cfg.system)
-    table = load_workload(cfg.model)
+    try:
+        system = load_system(cfg.system)
+    except SpecError as exc:  # name the config field and its source, not the catalog's internals
+        if (exc.source, exc.field) != ("catalog", "id"):
+            raise
+        raise ConfigError(cfg.source, "system.system", cfg.system, exc.reason) from None
+    try:
+        table = load_workload(cfg.model)
+    except ConfigError as exc:
+        if (exc.source, exc.field) != ("--model", "model"):
+            raise
+        raise ConfigError(cfg.source, "workload.model", cfg.model, exc.reason) from None
     if cfg.dataset is None:
         cfg = cfg.replace(dataset=table.dataset)
     if cfg.nodes > system.max_nodes:

@@ -19,37 +19,15 @@ from typing import Callable
 from torch import nn
 
 from hardware.errors import ConfigError
+from perfmodel.datasets import DATASETS, DatasetInfo
 from executor.models import alexnet as _alexnet
 from executor.models import cifar_resnet as _cifar
+from executor.models import digits as _digits
 from executor.models import resnet as _resnet
 
 __all__ = ["DatasetInfo", "ModelInfo", "DATASETS", "MODELS", "build_model", "list_models", "get_model_info"]
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Shape of a dataset's samples.
-
-    Attributes
-    ----------
-    name : str
-    input_shape : tuple of int
-        One sample, channels first (C, H, W).
-    num_classes : int
-    train_images : int
-        Size of the training set (images per epoch).
-    """
-
-    name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    train_images: int
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "imagenet": DatasetInfo("imagenet", (3, 224, 224), 1000, 1_281_167),
-    "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, 50_000),
-}
 
 
 @dataclass(frozen=True)
@@ -100,6 +78,8 @@ def _entries() -> list[ModelInfo]:
         ModelInfo("resnet56", _cifar.resnet56, "cifar10", "CIFAR ResNet-56, option-A shortcuts"),
         ModelInfo("resnet110", _cifar.resnet110, "cifar10", "CIFAR ResNet-110, option-A shortcuts"),
         ModelInfo("tiny", _cifar.tiny, "cifar10", "two-conv CNN for smoke tests (1.6k parameters)"),
+        ModelInfo("digits_cnn", _digits.digits_cnn, "digits", "two-conv CNN for the bundled 8x8 digits"),
+        ModelInfo("digits_mlp", _digits.digits_mlp, "digits", "one-hidden-layer MLP for the bundled 8x8 digits"),
     ]
 
 

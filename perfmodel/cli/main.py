@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, str] = {
     "hardware": "perfmodel.cli.hardware_cmd",
     "workload": "perfmodel.cli.workload_cmd",
     "predict": "perfmodel.cli.predict_cmd",
+    "simulate": "perfmodel.cli.simulate_cmd",
+    "sweep": "perfmodel.cli.sweep_cmd",
+    "plan": "perfmodel.cli.plan_cmd",
+    "validate": "perfmodel.cli.validate_cmd",
 }
 
 

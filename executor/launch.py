@@ -1,0 +1,186 @@
+"""Launching a real run: ``mpiexec -n N python -m executor.rank_main SPEC`` (MPICH from the ``mpich``
+wheel, or any MPI on PATH), Slurm's ``srun``, or a single rank without any launcher.
+
+Multi-host use
+--------------
+- MPICH/hydra with a host file: ``perfmodel run CONFIG --ranks 16 --hostfile hosts.txt`` where
+  ``hosts.txt`` has lines ``host1:8`` (host name, slots). Every host needs the same Python environment at
+  the same path (e.g. a shared file system) and password-less ssh; hydra starts the ranks.
+- Slurm: inside an allocation (``salloc -N 2 --ntasks-per-node 8``), ``perfmodel run CONFIG --ranks 16
+  --launcher srun`` runs ``srun -n 16 python -m executor.rank_main SPEC``; the MPI library must be built
+  with Slurm/PMI support (the ``mpich`` wheel's hydra is used through ``--launcher mpiexec`` otherwise).
+
+Faults: the launcher never hangs. A rank that raises prints ``rank R: <error>`` and aborts the job
+(:func:`executor.mpi_utils.run_guarded`); a rank that dies is detected by the MPI launcher, which tears
+the job down, and this module names the rank from the PID file each rank writes at start; a job that
+outlives ``timeout_s`` is killed with its whole process group. Each case raises :class:`RunFailed`
+with one line naming the rank and the reason. The measurement is written atomically by rank 0, so an
+interrupted run leaves no half-written file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hardware.errors import ConfigError, ToolkitError
+from perfmodel.config import RunConfig
+
+__all__ = ["RunFailed", "find_mpiexec", "launch", "cores_per_rank"]
+
+
+class RunFailed(ToolkitError):
+    """A real run failed: a rank raised or died, or the job timed out."""
+
+
+def find_mpiexec() -> str:
+    """``mpiexec`` next to this Python (the ``mpich`` wheel installs it there), else the one on PATH."""
+    here = Path(sys.executable).parent / "mpiexec"
+    if here.exists():
+        return str(here)
+    found = shutil.which("mpiexec")
+    if not found:
+        raise ConfigError("--launcher", "launcher", "mpiexec",
+                          "no mpiexec found (pip install mpich, or put an MPI on PATH)")
+    return found
+
+
+def cores_per_rank(ranks_on_host: int) -> int:
+    """CPU cores each rank gets when ``ranks_on_host`` ranks share this host (at least one)."""
+    return max(1, (os.cpu_count() or 1) // max(1, ranks_on_host))
+
+
+def _command(launcher: str, ranks: int, spec: str, hostfile: str | None, ranks_per_node: int | None) -> list[str]:
+    prog = [sys.executable, "-m", "executor.rank_main", spec]
+    if launcher == "none":
+        if ranks != 1:
+            raise ConfigError("--launcher", "launcher", launcher, f"runs one rank only, not {ranks}")
+        return prog
+    if launcher == "srun":
+        if not shutil.which("srun"):
+            raise ConfigError("--launcher", "launcher", launcher, "srun not found (not inside a Slurm installation)")
+        return ["srun", "-n", str(ranks), *prog]
+    if launcher == "mpiexec":
+        cmd = [find_mpiexec(), "-n", str(ranks)]
+        if hostfile:
+            if not os.path.isfile(hostfile):
+                raise ConfigError("--hostfile", "hostfile", hostfile, "no such file")
+            cmd += ["-f", hostfile]
+            if ranks_per_node:
+                cmd += ["-ppn", str(ranks_per_node)]
+        return cmd + prog
+    raise ConfigError("--launcher", "launcher", launcher, "must be mpiexec, srun or none")
+
+
+def _diagnose(run_dir: Path, stderr: str, returncode: int) -> str:
+    """One line naming the failing rank and the reason, from the ranks' own reports or their PID files."""
+    m = re.search(r"^rank (\d+): (.+)$", stderr, flags=re.MULTILINE)
+    if m:
+        return f"rank {m.group(1)} failed: {m.group(2).strip()}"
+    pids = {}
+    for f in (run_dir / "pids").glob("rank-*.pid"):
+        try:
+            pids[int(f.read_text().strip())] = int(f.stem.split("-")[1])
+        except ValueError:
+            continue
+    m = re.search(r"PID (\d+) RUNNING AT (\S+)\s*\n=\s*EXIT CODE: (\d+)", stderr)
+    sig = re.search(r"terminated with the exit string: (.+)", stderr, flags=re.IGNORECASE)
+    if m:
+        rank = pids.get(int(m.group(1)))
+        who = f"rank {rank}" if rank is not None else f"process {m.group(1)}"
+        why = sig.group(1).strip() if sig else f"exit code {m.group(3)}"
+        return f"{who} (pid {m.group(1)} on {m.group(2)}) died: {why}"
+    if returncode < 0:
+        return f"the launcher was killed by signal {-returncode}"
+    tail = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no error output"]
+    return f"exit code {returncode}: {tail[0][:300]}"
+
+
+def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_iterations: int | None = None,
+           out: str | None = None, trace_dir: str | None = None, backend: str = "mpi",
+           launcher: str | None = None, hostfile: str | None = None, timeout_s: float = 900.0,
+           extra: dict[str, Any] | None = None, keep_run_dir: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` for real on ``ranks`` ranks and return the measurement (also written to ``out``).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The configuration (the same one ``predict`` takes).
+    ranks : int
+        Number of ranks (processes).
+    iterations, warmup_iterations : int, optional
+        Measured and warm-up iterations (default: the config's ``run`` section).
+    out : str, optional
+        Measurement file (JSON, written atomically by rank 0).
+    trace_dir : str, optional
+        Folder for one Chrome trace per rank.
+    backend : str
+        ``"mpi"`` (mpi4py, the toolkit's explicit algorithms or MPI's own) or ``"torch"``
+        (torch.distributed: gloo on CPU, nccl on GPU).
+    launcher : str, optional
+        ``"mpiexec"`` (default for several ranks), ``"srun"`` or ``"none"`` (default for one rank).
+    timeout_s : float
+        The whole job is killed after this many seconds.
+    extra : dict, optional
+        Further options for the rank program (e.g. ``until_top1``, ``max_epochs`` for time-to-accuracy).
+    """
+    if not isinstance(ranks, int) or ranks < 1:
+        raise ConfigError("--ranks", "ranks", ranks, "must be an integer >= 1")
+    if cfg.batch % ranks:
+        raise ConfigError(cfg.source, "training.batch", cfg.batch, f"global batch is not divisible by {ranks} ranks")
+    if backend not in ("mpi", "torch"):
+        raise ConfigError("--backend", "backend", backend, "must be 'mpi' or 'torch'")
+    launcher = launcher or ("none" if ranks == 1 and not hostfile else "mpiexec")
+    run_dir = Path(tempfile.mkdtemp(prefix="ttt-run-"))
+    (run_dir / "pids").mkdir()
+    result_path = out or str(run_dir / "measurement.json")
+    spec = {
+        "config": cfg.to_dict(), "source": cfg.source, "ranks": ranks,
+        "iterations": iterations or cfg.iterations,
+        "warmup_iterations": cfg.warmup_iterations if warmup_iterations is None else warmup_iterations,
+        "out": os.path.abspath(result_path), "trace_dir": os.path.abspath(trace_dir) if trace_dir else None,
+        "backend": backend, "run_dir": str(run_dir), "launcher": launcher,
+        "cores_per_rank": cores_per_rank(ranks if not hostfile else (cfg.ranks_per_node or ranks)),
+        **(extra or {}),
+    }
+    spec_path = run_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    cmd = _command(launcher, ranks, str(spec_path), hostfile, cfg.ranks_per_node)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(spec["cores_per_rank"]))
+    env["PYTHONUNBUFFERED"] = "1"
+    err_path, out_path = run_dir / "stderr.txt", run_dir / "stdout.txt"
+    start = time.monotonic()
+    with open(err_path, "w") as err, open(out_path, "w") as sout:
+        proc = subprocess.Popen(cmd, stdout=sout, stderr=err, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise RunFailed(f"run timed out after {timeout_s:g} s and was killed ({ranks} ranks; "
+                            f"logs in {run_dir})") from None
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    stderr = err_path.read_text(errors="replace")
+    if rc != 0:
+        raise RunFailed(f"run failed after {time.monotonic() - start:.1f} s: {_diagnose(run_dir, stderr, rc)} "
+                        f"(logs in {run_dir})")
+    try:
+        with open(result_path, encoding="utf-8") as fh:
+            result = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise RunFailed(f"run ended without a measurement ({exc}); logs in {run_dir}") from None
+    if not keep_run_dir and out:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result

@@ -1,0 +1,105 @@
+"""Measurements: per-iteration records of a real run, their summary (the same keys as ``predict --json``,
+measured), and atomic writing.
+
+Conventions
+-----------
+- Each rank records, per iteration, wall seconds of: ``data_s`` (fetching the batch), ``forward_s``,
+  ``backward_s`` (including the gradient hooks that fill buckets and launch allreduces),
+  ``comm_wait_s`` (waiting for outstanding allreduces after backward = exposed communication),
+  ``comm_total_s`` (sum of the bucket allreduce durations, overlapped or not), ``optimizer_s`` (including
+  K-FAC work), ``kfac_refresh_s`` (the part of ``optimizer_s`` spent refreshing factors/inverses) and
+  ``iteration_s`` (the whole step).
+- A synchronous data-parallel iteration is as slow as its slowest rank: the summary takes, per iteration,
+  the maximum over ranks of ``iteration_s`` and the per-component values of that slowest rank.
+- Warm-up iterations are recorded and marked (``warmup: true``) and excluded from the summary.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["COMPONENTS", "summarise", "write_json_atomic", "load_measurement"]
+
+COMPONENTS = ("data_s", "forward_s", "backward_s", "comm_wait_s", "comm_total_s", "optimizer_s",
+              "kfac_refresh_s", "iteration_s")
+
+
+def summarise(per_rank: Sequence[Sequence[Mapping[str, Any]]], global_batch: int) -> dict[str, Any]:
+    """Summary of measured iterations from ``per_rank[r][i]`` records (rank r, iteration i).
+
+    Returns the contract keys (``iteration_s``, ``images_per_s``, ``breakdown`` with ``compute_s``,
+    ``comm_total_s``, ``comm_exposed_s``, ``optimizer_s``, ``io_s``) plus the distribution of the step time
+    (``iteration_p50_s``, ``iteration_p99_s``, ``iteration_std_s``, ``iteration_min_s``) and the number of
+    measured iterations.
+    """
+    n_iter = min(len(r) for r in per_rank)
+    slowest = []
+    for i in range(n_iter):
+        recs = [r[i] for r in per_rank]
+        if recs[0].get("warmup"):
+            continue
+        slowest.append(max(recs, key=lambda rec: rec["iteration_s"]))
+    if not slowest:
+        raise ValueError("no measured (non-warm-up) iterations")
+    it = np.array([r["iteration_s"] for r in slowest])
+
+    def mean(key: str) -> float:
+        return float(np.mean([r.get(key, 0.0) for r in slowest]))
+
+    iteration_s = float(it.mean())
+    breakdown = {
+        "compute_s": mean("forward_s") + mean("backward_s"),
+        "forward_s": mean("forward_s"), "backward_s": mean("backward_s"),
+        "comm_total_s": mean("comm_total_s"), "comm_exposed_s": mean("comm_wait_s"),
+        "optimizer_s": mean("optimizer_s"), "kfac_refresh_s": mean("kfac_refresh_s"), "io_s": mean("data_s"),
+    }
+    return {
+        "iteration_s": iteration_s, "images_per_s": global_batch / iteration_s,
+        "iteration_p50_s": float(np.percentile(it, 50)), "iteration_p99_s": float(np.percentile(it, 99)),
+        "iteration_std_s": float(it.std(ddof=1)) if it.size > 1 else 0.0, "iteration_min_s": float(it.min()),
+        "measured_iterations": int(it.size), "breakdown": breakdown,
+    }
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+    A crash at any point leaves either the old file or the new one, never half of one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_clean(obj), fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_measurement(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a measurement file written by the executor."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
