@@ -30,14 +30,19 @@ Other assumptions
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
 from hardware.errors import ConfigError, InfeasibleError
 from hardware.specs import SystemSpec
-from hardware.topology import build, cluster_with_nodes, endpoints, max_flow_time
+from hardware.topology import cluster_with_nodes, endpoints, max_flow_time
 from perfmodel.collectives import AUTO_CANDIDATES, Fabric, NetParams, get_algorithm
 
 __all__ = ["CollectiveProfile", "node_graph_spec", "network_spec", "cluster_graph", "rank_endpoints",
@@ -169,10 +174,55 @@ def fabric_for(system: SystemSpec, ranks_per_node: int) -> Fabric:
                   ranks_per_node=ranks_per_node, nics_per_node=system.node.nics_per_node)
 
 
+#: bump when the pricing of profiles changes: on-disk cache entries of other versions are ignored
+PROFILE_MODEL_VERSION = 1
+
+
+def _cache_dir() -> Path | None:
+    """Folder of the on-disk profile cache (``$TTT_CACHE_DIR`` or ``~/.cache/ttt-perfmodel``); None when
+    ``TTT_CACHE_DIR`` is set to an empty string (cache off)."""
+    env = os.environ.get("TTT_CACHE_DIR")
+    if env == "":
+        return None
+    return Path(env) if env else Path.home() / ".cache" / "ttt-perfmodel"
+
+
+def _cache_key(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str, op: str) -> str:
+    blob = json.dumps([PROFILE_MODEL_VERSION, repr(system), nodes, ranks_per_node, algorithm, op])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
 @functools.lru_cache(maxsize=4096)
 def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str,
                        op: str = "allreduce") -> CollectiveProfile:
-    """Linear cost profile of ``op`` with ``algorithm`` on ``nodes`` nodes of ``system`` (cached)."""
+    """Linear cost profile of ``op`` with ``algorithm`` on ``nodes`` nodes of ``system``.
+
+    Cached in memory and on disk (routing thousands of flows on a large fat tree takes seconds; the disk
+    cache, keyed by the full system spec, makes the second prediction of a configuration instant)."""
+    folder = _cache_dir()
+    key = _cache_key(system, nodes, ranks_per_node, algorithm, op)
+    if folder is not None:
+        try:
+            alpha, beta = json.loads((folder / f"{key}.json").read_text())
+            return CollectiveProfile(algorithm, op, nodes * ranks_per_node, float(alpha), float(beta))
+        except (OSError, ValueError, TypeError):
+            pass
+    prof = _compute_profile(system, nodes, ranks_per_node, algorithm, op)
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump([prof.alpha_s, prof.beta_s_per_B], fh)
+            os.replace(tmp, folder / f"{key}.json")
+        except OSError:
+            pass  # a read-only home: the in-memory cache still works
+    return prof
+
+
+def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str,
+                     op: str) -> CollectiveProfile:
+    """Price ``algorithm``'s step patterns on the cluster graph (see the module docstring)."""
     p = nodes * ranks_per_node
     alg = get_algorithm(algorithm)
     if algorithm == "auto":

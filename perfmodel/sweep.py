@@ -71,6 +71,7 @@ from perfmodel import convergence
 from perfmodel.collectives import get_algorithm
 from perfmodel.config import DATASETS, OPTIMIZER_NAMES, PRECISIONS, RunConfig
 from perfmodel.network import best_profiles
+from perfmodel.optimizers import get_optimizer
 from perfmodel.optimizers import optimizer_cost as _real_optimizer_cost
 from perfmodel.predict import iteration_model
 from perfmodel.workload import load_workload
@@ -587,13 +588,19 @@ def _iteration_arrays(family: _Family, nodes: int, pdb: np.ndarray, cache: dict)
     table = cache.get(("tab", family.model))
     if table is None:
         table = cache[("tab", family.model)] = load_workload(family.model)
+    n = len(pdb)
     curve = cache.get(("curve", family.system, family.precision))
     if curve is None:
-        curve = cache[("curve", family.system, family.precision)] = _fast_curve(system, family.precision)
+        try:
+            curve = _fast_curve(system, family.precision)
+        except ToolkitError as exc:    # e.g. no efficiency curve at this precision: every point fails
+            curve = exc
+        cache[("curve", family.system, family.precision)] = curve
+    if isinstance(curve, ToolkitError):
+        return {f: np.full(n, np.nan) for f in _ITER_FIELDS}, [_status_of(curve)] * n, [str(curve)] * n, ()
     kw = dict(precision=family.precision, algorithm=family.algorithm, bucket_bytes=family.bucket_bytes,
               overlap=family.overlap, optimizer=family.optimizer, optimizer_options=dict(family.options),
               source=family.source, efficiency=curve)
-    n = len(pdb)
     status, reason = ["ok"] * n, [None] * n
     try:
         it = iteration_model(table, system, nodes, family.ranks_per_node, pdb, **kw)
@@ -699,6 +706,8 @@ def _expand(grid: SweepGrid) -> _Expanded:
     systems = [(ref, load_system(ref)) for ref in grid.systems]
     opts_of = {o: (tuple(sorted(dict(base.optimizer_options).items())) if o == base.optimizer else ())
                for o in grid.optimizers}
+    if base.optimizer in grid.optimizers:   # bad options are an input error of the whole sweep
+        get_optimizer(base.optimizer, base.source).resolve_options(dict(base.optimizer_options), base.source)
 
     # epochs per (optimizer, global batch), computed once (vectorised) and checked up front
     all_B: set[int] = set()
@@ -901,6 +910,8 @@ class WorkerPool:
         if workers < 1:
             raise ConfigError("--workers", "workers", workers, "must be >= 1")
         self._pools = [ProcessPoolExecutor(max_workers=1) for _ in range(int(workers))]
+        for pool in self._pools:   # start the processes now, before a progress bar starts its thread
+            pool.submit(int).result()
 
     @property
     def workers(self) -> int:

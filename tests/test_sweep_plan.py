@@ -138,6 +138,19 @@ def test_indivisible_and_infeasible_points_are_rows_with_reasons(swept):
     assert swept.status_counts()["ok"] == swept.evaluated
 
 
+def test_point_the_model_rejects_is_an_invalid_row():
+    # the KNL spec has no fp16 efficiency curve: its fp16 points are rows with that reason, the rest run
+    g = SweepGrid(base=load_config(None, epochs=1.0), systems=("stampede2-knl", "dgx1-v100"), nodes=(1,),
+                  batches=(256,), precisions=("fp32", "fp16"))
+    rows = run_sweep(g, workers=1, progress=False).rows()
+    by = {(r["system"], r["precision"]): r for r in rows}
+    assert by[("stampede2-knl", "fp16")]["status"] == "invalid"
+    assert "efficiency curve for fp16" in by[("stampede2-knl", "fp16")]["reason"]
+    assert [by[k]["status"] for k in (("stampede2-knl", "fp32"), ("dgx1-v100", "fp32"), ("dgx1-v100", "fp16"))] \
+        == ["ok"] * 3
+    assert by[("dgx1-v100", "fp16")]["iteration_s"] < by[("dgx1-v100", "fp32")]["iteration_s"]
+
+
 def test_whole_sweep_input_errors_raise():
     base = load_config(None)
     with pytest.raises(ConfigError, match="allreduce"):
@@ -146,6 +159,9 @@ def test_whole_sweep_input_errors_raise():
         SweepGrid(base=base, optimizers=("adam",))
     with pytest.raises(ConfigError, match="target_top1"):
         run_sweep(SweepGrid(base=load_config(None, target_top1=99.0), nodes=(1,)), workers=1, progress=False)
+    kfac = load_config(None, optimizer="kfac", optimizer_options={"no_such_option": 1})
+    with pytest.raises(ConfigError, match="optimizer_options.no_such_option"):
+        run_sweep(SweepGrid(base=kfac, nodes=(1,)), workers=1, progress=False)
 
 
 def test_parse_int_list_forms_and_errors():

@@ -34,11 +34,29 @@ class _Parser(argparse.ArgumentParser):
         raise ToolkitError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: one-line help of each subcommand, so that ``perfmodel --help`` imports no subcommand module
+SUMMARIES: dict[str, str] = {
+    "tour": "tour of the hardware catalog and workload tables with single-device compute predictions",
+    "hardware": "list and show device and system specs",
+    "workload": "list, show and extract per-layer workload tables",
+    "predict": "analytic prediction of time to train, with the per-iteration breakdown",
+    "simulate": "discrete-event simulation: step-time distribution, contention, stragglers, traces",
+    "sweep": "evaluate a grid of configurations (nodes x batch x optimizer x algorithm x system)",
+    "plan": "cheapest configuration meeting a deadline, fastest within a budget, Pareto front",
+    "validate": "predictions against measurements and published results",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that subcommand's module is imported and configured (the others
+    are listed with their one-line summaries), which keeps start-up fast."""
     parser = _Parser(prog="perfmodel", description="Predict, explain and measure time to train.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, modname in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=SUMMARIES.get(name, ""))
+            continue
         module = importlib.import_module(modname)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.configure(p)
@@ -46,12 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first token that is one), or None."""
+    for tok in argv:
+        if tok in SUBCOMMANDS:
+            return tok
+        if not tok.startswith("-"):
+            return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser()
+        parser = build_parser(only=_chosen(argv) or "")
         args = parser.parse_args(argv)
         if not getattr(args, "_run", None):
             parser.print_help()

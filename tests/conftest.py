@@ -1,0 +1,9 @@
+"""Test-session set-up shared by every test file."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+# The on-disk cache of collective profiles (perfmodel.network) is per test session: results computed by an
+# earlier version of the code on this machine never leak into a test run.
+os.environ["TTT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ttt-test-cache-")
