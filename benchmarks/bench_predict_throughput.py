@@ -7,9 +7,10 @@ allreduce ring, halving_doubling, auto; epochs from the convergence model (defau
 
 Runs, per worker count:
 
-- ``cold``: collective profiles and topology graphs not cached (``perfmodel.network`` caches and the
-  optimizer-cost memo cleared; a fresh :class:`~perfmodel.sweep.WorkerPool`). The first pricing of a large node count builds and
-  routes the topology graph: seconds per (system, node count, algorithm).
+- ``cold``: collective profiles and topology graphs not cached (``perfmodel.network``'s in-memory caches
+  and the optimizer-cost memo cleared, its on-disk profile cache pointed at an empty temporary folder for
+  the whole benchmark; a fresh :class:`~perfmodel.sweep.WorkerPool`). The first pricing of a large node
+  count builds and routes the topology graph: seconds per (system, node count, algorithm).
 - ``warm``: the same grid again (profiles cached, optimizer costs memoised: the steady state of repeated
   sweeps and of ``plan``).
 - ``warm-new-batches``: profiles cached but a grid of 64 batches never seen before (optimizer costs of the
@@ -27,7 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,10 +56,15 @@ def make_grid(quick: bool, offset: int = 0) -> SweepGrid:
 
 
 def clear_caches() -> None:
-    """Forget topology graphs, collective profiles and memoised optimizer costs (this process)."""
+    """Forget topology graphs, collective profiles (in memory and in the benchmark's on-disk cache folder)
+    and memoised optimizer costs (this process)."""
     network.cluster_graph.cache_clear()
     network.collective_profile.cache_clear()
     optimizer_cost_memo.clear()
+    folder = os.environ.get("TTT_CACHE_DIR")
+    if folder and os.path.basename(folder).startswith("bench-ttt-cache-"):
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
 
 
 def measure(grid: SweepGrid, executor, workers: int) -> dict:
@@ -78,6 +86,16 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts to measure (default 1,2)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args(argv)
+    # cold means cold: an empty on-disk profile cache for this run (worker processes inherit the variable)
+    cache_dir = tempfile.mkdtemp(prefix="bench-ttt-cache-")
+    os.environ["TTT_CACHE_DIR"] = cache_dir
+    try:
+        return _run(args)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace) -> int:
     worker_counts = [int(w) for w in args.workers.split(",")]
     grid, fresh = make_grid(args.quick), make_grid(args.quick, offset=64)
 

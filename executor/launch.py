@@ -107,7 +107,8 @@ def _diagnose(run_dir: Path, stderr: str, returncode: int) -> str:
 def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_iterations: int | None = None,
            out: str | None = None, trace_dir: str | None = None, backend: str = "mpi",
            launcher: str | None = None, hostfile: str | None = None, timeout_s: float = 900.0,
-           extra: dict[str, Any] | None = None, keep_run_dir: bool = False) -> dict[str, Any]:
+           extra: dict[str, Any] | None = None, keep_run_dir: bool = False,
+           run_dir: str | None = None) -> dict[str, Any]:
     """Run ``cfg`` for real on ``ranks`` ranks and return the measurement (also written to ``out``).
 
     Parameters
@@ -131,6 +132,8 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
         The whole job is killed after this many seconds.
     extra : dict, optional
         Further options for the rank program (e.g. ``until_top1``, ``max_epochs`` for time-to-accuracy).
+    run_dir : str, optional
+        Working folder of the job (spec, logs, one PID file per rank); default: a new temporary folder.
     """
     if not isinstance(ranks, int) or ranks < 1:
         raise ConfigError("--ranks", "ranks", ranks, "must be an integer >= 1")
@@ -138,9 +141,12 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
         raise ConfigError(cfg.source, "training.batch", cfg.batch, f"global batch is not divisible by {ranks} ranks")
     if backend not in ("mpi", "torch"):
         raise ConfigError("--backend", "backend", backend, "must be 'mpi' or 'torch'")
+    if cfg.dataset is None:  # the model's own dataset, as predict resolves it
+        from perfmodel.workload import load_workload
+        cfg = cfg.replace(dataset=load_workload(cfg.model).dataset)
     launcher = launcher or ("none" if ranks == 1 and not hostfile else "mpiexec")
-    run_dir = Path(tempfile.mkdtemp(prefix="ttt-run-"))
-    (run_dir / "pids").mkdir()
+    run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="ttt-run-"))
+    (run_dir / "pids").mkdir(parents=True, exist_ok=True)
     result_path = out or str(run_dir / "measurement.json")
     spec = {
         "config": cfg.to_dict(), "source": cfg.source, "ranks": ranks,
@@ -172,7 +178,8 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
-    stderr = err_path.read_text(errors="replace")
+    # hydra prints its "BAD TERMINATION" banner on stdout; the ranks' own reports go to stderr
+    stderr = err_path.read_text(errors="replace") + "\n" + out_path.read_text(errors="replace")
     if rc != 0:
         raise RunFailed(f"run failed after {time.monotonic() - start:.1f} s: {_diagnose(run_dir, stderr, rc)} "
                         f"(logs in {run_dir})")

@@ -27,9 +27,9 @@ without a convergence model and no ``epochs``) raise :class:`~hardware.errors.Co
 Speed and caches (what "cold" and "warm" mean)
 ----------------------------------------------
 - Collective profiles are priced on the topology graph once per (system, nodes, ranks per node,
-  algorithm, operation) and cached by :mod:`perfmodel.network` (per process). The first evaluation of a
-  large node count builds and routes a graph of thousands of links and can take seconds (about 2 s for
-  512 KNL nodes with halving-doubling); every later one is a dictionary look-up.
+  algorithm, operation) and cached by :mod:`perfmodel.network` (in memory per process, and on disk).
+  The first evaluation of a large node count builds and routes a graph of thousands of links and can take
+  seconds (about 2 s for 512 KNL nodes with halving-doubling); every later one is a look-up.
 - The optimizer cost model (:mod:`perfmodel.optimizers`) is a Python call per per-device batch, and K-FAC's
   takes milliseconds (ownership partition, per-layer factor costs). While a sweep runs, the optimizer cost
   that ``iteration_model`` calls is memoised on all of its inputs (see :func:`optimizer_cost_memo`); a

@@ -9,9 +9,11 @@ check on stderr). What is checked:
   doubling, hierarchical with several node sizes, inter algorithms and both variants, MPI) equals the sum of
   all ranks' inputs (regenerated on every rank from the same seeds), exactly for integer-valued float32
   and within tolerance for random floats and float64, for sizes 1 .. 4099 including sizes not divisible by
-  p; results are bit-identical on every rank; the non-blocking variant (several in flight, one running at
-  a time); ring/MPI reduce-scatter and all-gather with even and uneven counts (zeros included); binomial
-  and MPI broadcast from several roots; torch tensors in place (p = 2);
+  p; results are bit-identical on every rank; ring, recursive doubling and halving-doubling send, on every
+  rank, exactly the messages and bytes of perfmodel.collectives' step patterns (non-power-of-two pre/post
+  steps included); the non-blocking variant (several in flight, one running at a time); ring/MPI
+  reduce-scatter and all-gather with even and uneven counts (zeros included); binomial and MPI broadcast
+  from several roots; torch tensors in place (p = 2);
 * check_bucketer.py: gradients after backward + finish() equal the average of the per-rank gradients,
   with overlap on and off, four bucket configurations, several algorithms, two iterations; the bucket
   assignment is perfmodel.overlap.assign_buckets; the timings obey the rule; torch.distributed (gloo);

@@ -64,6 +64,12 @@ def test_set_lr_and_schedule_options():
     assert all(g["lr"] == 0.42 for g in opt.param_groups)
     with pytest.raises(ConfigError, match="lr_milestones"):
         build_schedule("sgd", global_batch=256, iterations_per_epoch=1, epochs=1, options={"lr_milestones": [3, 2]})
+    with pytest.raises(ConfigError) as err:
+        build_schedule("sgd", global_batch=256, iterations_per_epoch=1, epochs=0)
+    assert err.value.field == "epochs"
+    with pytest.raises(ConfigError) as err:
+        build_optimizer("lars", model, -0.1)
+    assert err.value.field == "lr"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -398,6 +404,7 @@ def _mpiexec() -> str | None:
 
 
 @pytest.mark.mpi
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_distributed_kfac_matches_single_process(ranks):
     mpiexec = _mpiexec()

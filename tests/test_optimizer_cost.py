@@ -432,3 +432,24 @@ def test_result_is_frozen_and_serialisable():
 def test_optimizers_do_not_import_torch():
     code = "import sys, perfmodel.optimizers; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_executor_option_keys_match_the_cost_models_ignore_lists():
+    """The cost models accept (and ignore) exactly the keys the real optimizers and the schedule define."""
+    from executor.optim import EXECUTOR_OPTIONS, SCHEDULE_OPTIONS
+    from perfmodel.optimizers.base import IMPLEMENTATION_OPTION_KEYS, SCHEDULE_OPTION_KEYS
+
+    assert set(SCHEDULE_OPTIONS) == SCHEDULE_OPTION_KEYS
+    assert {k: set(v) for k, v in EXECUTOR_OPTIONS.items()} == {k: set(v) for k, v in IMPLEMENTATION_OPTION_KEYS.items()}
+
+
+def test_implementation_options_do_not_change_cost_and_are_accepted():
+    from perfmodel.optimizers import optimizer_cost
+
+    layers = [{"name": "fc", "type": "Linear", "params": 110, "param_bytes": 440,
+               "shape": {"in_features": 10, "out_features": 10, "bias": True}}]
+    kw = dict(per_device_batch=8, ranks=2, peak_flops=1e12, efficiency=0.5, mem_bw_Bps=1e11,
+              comm=lambda kind, n, p: 1e-6 + n / 1e9)
+    base = optimizer_cost("kfac", layers, **kw)
+    with_impl = optimizer_cost("kfac", layers, options={"damping": 0.01, "lr_peak": 3.2, "stat_decay": 0.9}, **kw)
+    assert with_impl.total_s == base.total_s

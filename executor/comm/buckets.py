@@ -252,6 +252,9 @@ class GradientBucketer:
         self.world_size = int(engine.world_size)
 
         self._lock = threading.Lock()
+        #: when False the gradient hooks do nothing: the micro-batches of gradient accumulation but the last
+        #: accumulate into ``param.grad`` untouched; the last one (enabled) fills the buckets with the sums
+        self.enabled = True
         self._reset()
         self.history: list[IterationTiming] = []
         self._hooks = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for p in flat]
@@ -293,6 +296,8 @@ class GradientBucketer:
         return k
 
     def _on_grad_ready(self, p: torch.Tensor) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             k = self._copy_in(p)
             now = time.perf_counter()

@@ -15,10 +15,10 @@ bit-identical result.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from mpi4py import MPI
-
-import functools
 
 from perfmodel.collectives.recursive_doubling import survivors
 

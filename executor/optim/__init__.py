@@ -41,6 +41,7 @@ loaded on first use), so the schedule can be used anywhere.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
@@ -198,6 +199,15 @@ def resolve_options(name: str, options: Mapping[str, Any] | None = None, source:
     return out
 
 
+def _number(source: str, field: str, value: Any, *, minimum: float, inclusive: bool = True) -> float:
+    """A finite number >= (or >) ``minimum``, else ConfigError naming the plain ``field``."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+        and (value >= minimum if inclusive else value > minimum)
+    if not ok:
+        raise ConfigError(source, field, value, f"must be a number {'>=' if inclusive else '>'} {minimum:g}")
+    return float(value)
+
+
 def _load(target: str) -> Any:
     mod, cls = target.split(":")
     return getattr(importlib.import_module(mod), cls)
@@ -233,7 +243,7 @@ def build_optimizer(name: str, model: Any, lr: float, momentum: float = 0.9, wei
     """
     key = _lookup(name, source)
     for fld, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        check_float(source, fld, v, minimum=0.0)
+        _number(source, fld, v, minimum=0.0)
     opts = resolve_options(key, options, source)
     cls = _load(OPTIMIZERS[key].target)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -264,10 +274,10 @@ def build_schedule(name: str, *, global_batch: int, iterations_per_epoch: float,
     """
     key = _lookup(name, source)
     opts = resolve_options(key, options, source)
-    check_float(source, "batch", global_batch, minimum=1.0)
-    check_float(source, "iterations_per_epoch", iterations_per_epoch, minimum=0.0, inclusive_min=False)
-    check_float(source, "epochs", epochs, minimum=0.0, inclusive_min=False)
-    check_float(source, "warmup_epochs", warmup_epochs, minimum=0.0)
+    _number(source, "batch", global_batch, minimum=1.0)
+    _number(source, "iterations_per_epoch", iterations_per_epoch, minimum=0.0, inclusive=False)
+    _number(source, "epochs", epochs, minimum=0.0, inclusive=False)
+    _number(source, "warmup_epochs", warmup_epochs, minimum=0.0)
     peak = opts["lr_peak"] if opts["lr_peak"] is not None else \
         linear_scaled_lr(global_batch, opts["lr_base"], opts["lr_base_batch"])
     start = opts["lr_warmup_start"] if opts["lr_warmup_start"] is not None else opts["lr_base"]

@@ -96,32 +96,37 @@ iteration:
    KL clipping: owners' partial sums ``sum P . g`` are all-gathered (one float64 per rank) and summed in
    rank order (identical on every rank).
 
-All buffers are flat contiguous CPU tensors handed to mpi4py's buffer API: fp32 (``MPI.FLOAT``, ``SUM``),
+All buffers are flat contiguous CPU tensors handed to mpi4py's buffer API
+(:class:`executor.optim.mpi_buffers.MPIBufferComm`): fp32 (``MPI.FLOAT``, ``SUM``),
 or with ``factor_dtype_bytes=2`` the factors are computed in bfloat16 (fp32 range: no loss scaling) and
 their triangles travel as 16-bit words reduced by a user-defined ``MPI.Op`` that adds in fp32.
 
 Assumptions and limits (marked)
 -------------------------------
-- Each K-FAC/batch-norm module runs once per forward (a second call overwrites the captured input).
+- Each K-FAC/batch-norm module runs once per forward (a second call overwrites the captured input), and
+  evaluation forwards run under ``torch.no_grad()`` (a grad-enabled forward on a refresh iteration is
+  captured).
 - Grouped convolutions share one ``d_a x d_a`` factor over the groups (the cost model's dims).
 - Optimizer ``state_dict`` holds the momentum buffers only; factors and inverses are recomputed at the
   next refresh after a reload.
 - Phase timings of the last step are in :attr:`KFAC.last_timings` (seconds, ``time.perf_counter``; the
-  factor time is spent inside the forward/backward hooks).
+  factor time is spent inside the forward/backward hooks; no device synchronisation, so on a GPU they
+  measure launch time unless the caller synchronises).
 """
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from perfmodel.optimizers.kfac import INVERSE_FLOP_FACTOR, balanced_partition
+
+from .mpi_buffers import MPIBufferComm
 
 __all__ = ["KFAC", "RefreshClock", "refresh_iterations", "triu_pack", "triu_unpack", "triangle_mask",
            "DAMPING_SPLITS", "BN_FISHER_MODES", "INVERSE_KINDS"]
@@ -253,84 +258,6 @@ class _Unit:
         return 0
 
 
-def _mpi_dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "FLOAT", torch.float64: "DOUBLE"}[dtype]
-
-
-class _MPIComm:
-    """Thin wrapper of an mpi4py communicator: variable-count reduce-scatter and all-gather on flat tensors."""
-
-    def __init__(self, comm: Any):
-        from mpi4py import MPI  # imported only when a communicator is used
-
-        self.MPI = MPI
-        self.comm = comm
-        self.rank = comm.Get_rank()
-        self.size = comm.Get_size()
-        self._ops: dict[torch.dtype, Any] = {}
-
-    @staticmethod
-    def _host(t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to("cpu").contiguous()
-
-    @staticmethod
-    def _displs(counts: Sequence[int]) -> list[int]:
-        out, acc = [], 0
-        for c in counts:
-            out.append(acc)
-            acc += c
-        return out
-
-    def _half_op(self, dtype: torch.dtype) -> Any:
-        op = self._ops.get(dtype)
-        if op is None:
-            def add16(inbuf: Any, inoutbuf: Any, datatype: Any, _dt: torch.dtype = dtype) -> None:
-                import numpy as np
-
-                a = torch.from_numpy(np.frombuffer(inbuf, dtype=np.int16).copy()).view(_dt)
-                out = np.frombuffer(inoutbuf, dtype=np.int16)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    b = torch.from_numpy(out).view(_dt)
-                b.copy_((a.float() + b.float()).to(_dt))
-            op = self._ops[dtype] = self.MPI.Op.Create(add16, commute=True)
-        return op
-
-    def _spec(self, t: torch.Tensor) -> tuple[Any, Any, Any]:
-        """(numpy view, MPI datatype, op) of a flat host tensor."""
-        if t.dtype in (torch.float16, torch.bfloat16):
-            return t.view(torch.int16).numpy(), self.MPI.INT16_T, self._half_op(t.dtype)
-        return t.numpy(), getattr(self.MPI, _mpi_dtype_name(t.dtype)), self.MPI.SUM
-
-    def reduce_scatter_v(self, send: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
-        """Sum of ``send`` over ranks; this rank receives its ``counts[rank]`` elements (ReduceScatterV)."""
-        send = self._host(send)
-        recv = torch.empty(int(counts[self.rank]), dtype=send.dtype)
-        s_np, mtype, op = self._spec(send)
-        r_np, _, _ = self._spec(recv)
-        self.comm.Reduce_scatter([s_np, mtype], [r_np, mtype], [int(c) for c in counts], op)
-        return recv
-
-    def allgather_v(self, send: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
-        """Concatenation over ranks of every rank's ``send`` (``counts[r]`` elements each), on every rank."""
-        send = self._host(send)
-        recv = torch.empty(int(sum(counts)), dtype=send.dtype)
-        s_np, mtype, _ = self._spec(send)
-        r_np, _, _ = self._spec(recv)
-        counts = [int(c) for c in counts]
-        self.comm.Allgatherv([s_np, mtype], [r_np, counts, self._displs(counts), mtype])
-        return recv
-
-    def allgather_scalar(self, x: float) -> list[float]:
-        """Every rank's ``x`` (float64), in rank order."""
-        import numpy as np
-
-        send = np.array([x], dtype=np.float64)
-        recv = np.empty(self.size, dtype=np.float64)
-        self.comm.Allgather([send, self.MPI.DOUBLE], [recv, self.MPI.DOUBLE])
-        return [float(v) for v in recv]
-
-
 # ----------------------------------------------------------------------------------------------------------
 
 def _conv_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -429,7 +356,7 @@ class KFAC(torch.optim.Optimizer):
         self.last_timings: dict[str, float] = {}
         self._factor_s = 0.0
 
-        self._comm = _MPIComm(comm) if comm is not None and comm.Get_size() > 1 else None
+        self._comm = MPIBufferComm(comm) if comm is not None and comm.Get_size() > 1 else None
         self.world = self._comm.size if self._comm else 1
         self.rank = self._comm.rank if self._comm else 0
 

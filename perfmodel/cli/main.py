@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sweep": "perfmodel.cli.sweep_cmd",
     "plan": "perfmodel.cli.plan_cmd",
     "validate": "perfmodel.cli.validate_cmd",
+    "run": "perfmodel.cli.run_cmd",
 }
 
 
@@ -44,6 +45,7 @@ SUMMARIES: dict[str, str] = {
     "sweep": "evaluate a grid of configurations (nodes x batch x optimizer x algorithm x system)",
     "plan": "cheapest configuration meeting a deadline, fastest within a budget, Pareto front",
     "validate": "predictions against measurements and published results",
+    "run": "run the configuration for real with MPI + PyTorch and measure it",
 }
 
 

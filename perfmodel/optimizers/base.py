@@ -30,6 +30,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 from hardware.errors import ConfigError, SpecError
 
 __all__ = [
+    "SCHEDULE_OPTION_KEYS", "IMPLEMENTATION_OPTION_KEYS",
     "CommFn",
     "COLLECTIVE_KINDS",
     "OPTION_FIELD_PREFIX",
@@ -53,6 +54,21 @@ COLLECTIVE_KINDS = ("allreduce", "reduce_scatter", "allgather", "broadcast")
 
 #: options are reported as ``<prefix>.<key>`` in :class:`~hardware.errors.ConfigError`
 OPTION_FIELD_PREFIX = "optimizer_options"
+
+#: option keys of the learning-rate schedule (``executor.optim.build_schedule``): accepted in a run config's
+#: ``optimizer_options`` and ignored by the cost models (the schedule does not change per-iteration cost)
+SCHEDULE_OPTION_KEYS: frozenset[str] = frozenset({
+    "lr_base", "lr_base_batch", "lr_peak", "lr_warmup_start", "lr_decay", "lr_milestones", "lr_gamma",
+    "lr_power", "lr_end"})
+
+#: option keys of the real optimizers only (``executor.optim``), per optimizer: numerical settings with no
+#: effect on the modelled cost, accepted and ignored by the cost models
+IMPLEMENTATION_OPTION_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "sgd": frozenset({"nesterov"}),
+    "lars": frozenset({"eta"}),
+    "kfac": frozenset({"nesterov", "damping", "stat_decay", "damping_split", "kl_clip", "bn_fisher",
+                       "batch_averaged"}),
+})
 
 #: bytes of one fp32 element (parameters, gradients, momentum, inverses)
 FP32_BYTES = 4
@@ -298,7 +314,10 @@ class OptimizerModel(ABC):
         if not isinstance(options, Mapping):
             raise ConfigError(source, OPTION_FIELD_PREFIX, options, "must be a table of option = value")
         out = dict(self.DEFAULT_OPTIONS)
+        ignored = SCHEDULE_OPTION_KEYS | IMPLEMENTATION_OPTION_KEYS.get(self.name, frozenset())
         for key, value in options.items():
+            if key in ignored and key not in self.DEFAULT_OPTIONS:
+                continue  # validated by the executor; no effect on cost
             if key not in self.DEFAULT_OPTIONS:
                 known = ", ".join(sorted(self.DEFAULT_OPTIONS))
                 raise ConfigError(source, _field(str(key)), value,

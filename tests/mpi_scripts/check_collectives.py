@@ -1,7 +1,8 @@
 """Correctness of the explicit collectives at the launched world size (run under mpiexec).
 
 Every rank regenerates every rank's input from the same seeds, so each rank knows the reference sum
-without communicating. Integer-valued float32 data makes the sums exact; random floats are checked with a
+without communicating. The flat algorithms are also checked against the cost model's step pattern: each
+rank sends exactly the messages and bytes that perfmodel.collectives' steps say it sends. Integer-valued float32 data makes the sums exact; random floats are checked with a
 tolerance. Any failure raises, and run_guarded turns it into an abort (non-zero exit, "rank R: ..." on
 stderr). Rank 0 prints "collectives OK p=<p> checks=<n>" at the end.
 """
@@ -176,6 +177,54 @@ def check_errors() -> None:
         check(False, "ranks_per_node=0 accepted")
 
 
+class CountingComm:
+    """Proxy of a communicator that counts the messages and bytes this rank sends."""
+
+    def __init__(self, comm):
+        self._comm = comm
+        self.messages = 0
+        self.nbytes = 0
+
+    def _count(self, buf):
+        self.messages += 1
+        self.nbytes += np.asarray(buf).nbytes
+
+    def Sendrecv(self, sendbuf, *args, **kwargs):
+        self._count(sendbuf)
+        return self._comm.Sendrecv(sendbuf, *args, **kwargs)
+
+    def Send(self, buf, *args, **kwargs):
+        self._count(buf)
+        return self._comm.Send(buf, *args, **kwargs)
+
+    def Isend(self, buf, *args, **kwargs):
+        self._count(buf)
+        return self._comm.Isend(buf, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._comm, name)
+
+
+def check_message_pattern() -> None:
+    """Each rank sends exactly the messages and bytes of the cost model's step pattern
+    (perfmodel.collectives: Algorithm.steps + per_rank_send_frac)."""
+    import perfmodel.collectives as pc
+
+    q = 1 << (P.bit_length() - 1)
+    n = 8 * P * q  # divisible by p and by the power-of-two survivors: fractions are exact
+    for name in ("ring", "recursive_doubling", "halving_doubling"):
+        steps = pc.ALGORITHMS[name].steps(P)
+        frac = pc.per_rank_send_frac(steps, P)[R]
+        msgs = sum(int(np.sum(st.pairs[:, 0] == R)) * st.repeat for st in steps)
+        cc = CountingComm(COMM)
+        xs = inputs(n, 51)
+        a = xs[R].copy()
+        xc.get_algorithm(name).allreduce(a, cc)
+        check(np.array_equal(a, np.sum(np.stack(xs), axis=0)), f"{name} through the counting proxy")
+        check(cc.messages == msgs, f"{name}: rank {R} sent {cc.messages} messages, cost model {msgs}")
+        check(cc.nbytes == round(frac * 4 * n), f"{name}: rank {R} sent {cc.nbytes} B, cost model {frac * 4 * n}")
+
+
 def check_torch() -> None:
     import torch
 
@@ -201,6 +250,7 @@ def main() -> None:
     args = ap.parse_args()
     check_errors()
     check_allreduce()
+    check_message_pattern()
     check_nonblocking()
     check_scatter_gather()
     check_broadcast()

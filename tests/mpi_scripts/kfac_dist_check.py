@@ -120,9 +120,9 @@ def run_case(opts: dict, rtol: float, bn: bool = False) -> dict:
 
 def check_half_reduce() -> None:
     """The 16-bit ReduceScatterV (user-defined MPI op adding in fp32) on values exact in bfloat16."""
-    from executor.optim.kfac import _MPIComm
+    from executor.optim.mpi_buffers import MPIBufferComm
 
-    comm = _MPIComm(COMM)
+    comm = MPIBufferComm(COMM)
     counts = [r + 1 for r in range(SIZE)]
     send = (torch.arange(sum(counts), dtype=torch.float32) * (RANK + 1)).to(torch.bfloat16)
     got = comm.reduce_scatter_v(send, counts).float()
