@@ -147,3 +147,22 @@ def test_bad_run_input_is_one_line_exit_2(capsys):
     assert len(err) == 1 and "training.batch" in err[0]
     assert main(["run", "--model", "tiny", "--batch", "8", "--ranks", "0", "--system", "local"]) == 2
     assert "ranks" in capsys.readouterr().err
+
+
+def test_hostfile_launch(tmp_path):
+    """Multi-host launch path: an MPICH hydra host file (here naming this host, so no ssh is needed)."""
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("localhost:2\n")
+    cfg = load_config(model="tiny", system="local", batch=8, optimizer="sgd")
+    m = launch(cfg, 2, iterations=1, warmup_iterations=0, out=str(tmp_path / "m.json"), hostfile=str(hosts))
+    assert m["ranks"] == 2 and m["launcher"] == "mpiexec"
+    with pytest.raises(Exception, match="hostfile"):
+        launch(cfg, 2, iterations=1, hostfile=str(tmp_path / "missing.txt"))
+
+
+@pytest.mark.skipif(__import__("shutil").which("srun") is None,
+                    reason="Slurm's srun is not installed on this machine; the srun path needs a Slurm allocation")
+def test_srun_launch(tmp_path):  # pragma: no cover - only where Slurm exists
+    cfg = load_config(model="tiny", system="local", batch=8, optimizer="sgd")
+    m = launch(cfg, 2, iterations=1, warmup_iterations=0, out=str(tmp_path / "m.json"), launcher="srun")
+    assert m["ranks"] == 2
