@@ -15,6 +15,21 @@ the file, the dotted field, the value and the reason. Rules:
 - units are in the key names and are converted once, here, with :func:`hardware.units.to_si`.
 
 Loaded files are cached on (resolved path, mtime, size).
+
+The ``local`` system
+--------------------
+The catalog's ``local`` system is a placeholder with estimated numbers. ``perfmodel calibrate`` measures
+this machine and writes a calibrated spec; the id ``local`` then resolves (for systems) to, in order:
+
+1. the file named by the environment variable ``TTT_LOCAL_SPEC`` (an empty value switches the lookup off
+   and gives the catalog placeholder; a value naming a missing file is an error);
+2. ``$XDG_CONFIG_HOME/ttt-perfmodel/local.toml`` (default ``~/.config/ttt-perfmodel/local.toml``), where
+   ``perfmodel calibrate`` writes without ``--out``, if it exists;
+3. the catalog placeholder ``hardware/data/systems/local.toml``.
+
+A calibrated system file may carry a ``[calibration]`` table (measured allreduce costs, the executor's
+overheads) and its device file ``layer_overhead_us`` and ``[shared_efficiency.<precision>.ranks_<k>]``
+curves; see :mod:`hardware.specs`.
 """
 from __future__ import annotations
 
@@ -29,14 +44,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hardware.errors import SpecError
-from hardware.specs import (DEVICE_KINDS, INTRA_KINDS, MEMORY_MODES, PRECISIONS, TOPOLOGY_KINDS, DeviceSpec,
-                            EfficiencyCurve, FrozenMap, IntraNodeSpec, MemorySpec, NetworkSpec, NodeSpec,
-                            SystemSpec)
+from hardware.specs import (CALIBRATED_ALGORITHMS, CLOSED_FORM_ALGORITHMS, DEVICE_KINDS, INTRA_KINDS,
+                            MEMORY_MODES, PRECISIONS, TOPOLOGY_KINDS, CalibratedCollective, Calibration,
+                            DeviceSpec, EfficiencyCurve, ExecutorOverheads, FrozenMap, IntraNodeSpec, MemorySpec,
+                            NetworkSpec, NodeSpec, SystemSpec)
 from hardware.units import to_si
 
 __all__ = [
     "CATALOG_DIR", "DEVICES_DIR", "SYSTEMS_DIR", "list_devices", "list_systems", "load_device",
     "load_system", "load_any", "spec_to_dict", "is_path_like", "DEVICE_SCHEMA", "SYSTEM_SCHEMA",
+    "LOCAL_SPEC_ENV", "user_local_spec_path", "calibrated_local_spec",
 ]
 
 CATALOG_DIR = Path(__file__).resolve().parent / "data"
@@ -74,9 +91,10 @@ class Table:
 
 @dataclass(frozen=True)
 class MapOf:
-    """A table whose keys are names chosen by the file (``[memory.<name>]``), each value a ``Table``."""
+    """A table whose keys are names chosen by the file (``[memory.<name>]``), each value a ``Table`` (or
+    another ``MapOf`` for two levels of names)."""
 
-    value: Table
+    value: Any
     required: bool = True
     key_choices: tuple[str, ...] = ()
     key_pattern: str = r"^[a-z][a-z0-9_]*$"
@@ -102,6 +120,9 @@ def _count(**kw) -> Leaf:
 
 
 _ID = Leaf("str", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: ``ranks_<k>`` with k >= 2 (calibrated tables per rank count)
+_RANKS_KEY = r"^ranks_([2-9]|[1-9][0-9]+)$"
+_CURVE = Table({"eff_max": Leaf("float", gt=0, le=1), "batch_half_images": Leaf("float", ge=0)})
 
 DEVICE_SCHEMA: dict[str, Any] = {
     "id": _ID,
@@ -116,8 +137,11 @@ DEVICE_SCHEMA: dict[str, Any] = {
     "peak_tflops_bf16": _pos(le=1e4, required=False),
     "memory_mode": Leaf("enum", choices=MEMORY_MODES, required=False),
     "memory": MapOf(Table({"capacity_GiB": _pos(), "bw_GBps": _pos()}), max_items=2),
-    "efficiency": MapOf(Table({"eff_max": Leaf("float", gt=0, le=1),
-                               "batch_half_images": Leaf("float", ge=0)}), key_choices=PRECISIONS),
+    "efficiency": MapOf(_CURVE, key_choices=PRECISIONS),
+    # calibrated devices only (perfmodel calibrate): see DeviceSpec.layer_overhead_s / shared_efficiency
+    "layer_overhead_us": Leaf("float", ge=0, le=1e6, required=False),
+    "shared_efficiency": MapOf(MapOf(_CURVE, key_pattern=_RANKS_KEY), key_choices=PRECISIONS, required=False),
+    "workload_scale": MapOf(MapOf(Leaf("float", gt=0, le=100)), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
 }
 
 _TOPOLOGY_VARIANTS: dict[str, dict[str, Any]] = {
@@ -163,6 +187,22 @@ SYSTEM_SCHEMA: dict[str, Any] = {
         "latency_us": Leaf("float", ge=0),
         "topology": Tagged("kind", _TOPOLOGY_VARIANTS),
     }),
+    # written by `perfmodel calibrate` (hardware.specs.Calibration); catalog systems have none.
+    # beta/gamma keys are seconds per byte in ns/B (converted here, see _per_byte).
+    "calibration": Table({
+        "date": Leaf("str"),
+        "host": Leaf("str"),
+        "notes": Leaf("str", required=False),
+        "allreduce": MapOf(Table({"alpha_us": Leaf("float", ge=0), "beta_ns_per_B": Leaf("float", ge=0),
+                                  "gamma_ns_per_B": Leaf("float", ge=0)}),
+                           key_choices=CLOSED_FORM_ALGORITHMS, required=False),
+        "allreduce_measured": MapOf(MapOf(Table({"alpha_us": Leaf("float", ge=0),
+                                                 "beta_ns_per_B": Leaf("float", ge=0)}), key_pattern=_RANKS_KEY),
+                                    key_choices=CALIBRATED_ALGORITHMS, required=False),
+        "overheads": Table({"step_us": Leaf("float", ge=0, le=1e7), "bucketer_us": Leaf("float", ge=0, le=1e7),
+                            "grad_hook_us": Leaf("float", ge=0, le=1e6),
+                            "kernel_launch_us": Leaf("float", ge=0, le=1e6)}, required=False),
+    }, required=False),
 }
 
 
@@ -262,7 +302,7 @@ def _check_node(spec: Any, value: Any, path: str, src: str) -> Any:
                 raise SpecError(src, _join(path, name), sub, f"unknown key (known here: {', '.join(spec.key_choices)})")
             if not re.match(spec.key_pattern, name):
                 raise SpecError(src, _join(path, name), sub, f"name must match {spec.key_pattern}")
-            out[name] = _check_table(spec.value.fields, sub, _join(path, name), src)
+            out[name] = _check_node(spec.value, sub, _join(path, name), src)
         return out
     if isinstance(spec, Tagged):
         if not isinstance(value, dict):
@@ -389,12 +429,43 @@ def _read_toml(path: Path) -> dict:
         raise SpecError(src, "<toml>", None, f"TOML syntax error: {msg}") from None
 
 
+#: environment variable naming the calibrated spec that the system id ``local`` resolves to
+LOCAL_SPEC_ENV = "TTT_LOCAL_SPEC"
+
+
+def user_local_spec_path() -> Path:
+    """Where ``perfmodel calibrate`` writes the calibrated ``local`` system without ``--out``:
+    ``$XDG_CONFIG_HOME/ttt-perfmodel/local.toml`` (default ``~/.config/ttt-perfmodel/local.toml``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser() / "ttt-perfmodel" / "local.toml"
+
+
+def calibrated_local_spec() -> Path | None:
+    """The calibrated spec the system id ``local`` resolves to, or None for the catalog placeholder (see the
+    module docstring for the lookup order)."""
+    env = os.environ.get(LOCAL_SPEC_ENV)
+    if env is not None:
+        if not env.strip():
+            return None
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise SpecError(LOCAL_SPEC_ENV, LOCAL_SPEC_ENV, env, "no such spec file (unset it, or set it empty "
+                            "for the catalog's placeholder)")
+        return p.resolve()
+    p = user_local_spec_path()
+    return p.resolve() if p.is_file() else None
+
+
 def _resolve(ref: Any, kind: str, base: Path | None = None, src: str = "catalog", field_: str = "id") -> Path:
     """Map a catalog id or a path to an existing file path. ``kind``: 'device', 'system' or 'any'."""
     if isinstance(ref, Path):
         ref = str(ref)
     if not isinstance(ref, str) or not ref.strip():
         raise SpecError(src, field_, ref, "expected a catalog id or a file path")
+    if ref == "local" and kind in ("system", "any") and base is None:
+        calibrated = calibrated_local_spec()
+        if calibrated is not None:
+            return calibrated
     if is_path_like(ref):
         p = Path(ref).expanduser()
         if base is not None and not p.is_absolute():
@@ -445,11 +516,23 @@ def _build_device(data: dict, sources: dict[str, str], src: str) -> DeviceSpec:
         eff[prec] = EfficiencyCurve(float(e["eff_max"]), float(e["batch_half_images"]))
     if "fp32" not in eff:
         raise SpecError(src, "efficiency.fp32", None, "required field is missing")
+    shared = {}
+    for prec, by_k in data.get("shared_efficiency", {}).items():
+        if prec not in peaks:
+            raise SpecError(src, f"shared_efficiency.{prec}", list(by_k), f"no peak_tflops_{prec} for this precision")
+        shared[prec] = FrozenMap({int(k.split("_")[1]): EfficiencyCurve(float(e["eff_max"]),
+                                                                         float(e["batch_half_images"]))
+                                  for k, e in sorted(by_k.items(), key=lambda kv: int(kv[0].split("_")[1]))})
     return DeviceSpec(
         id=data["id"], name=data["name"], kind=data["kind"], cores=data["cores"],
         clock_hz=to_si("clock_GHz", data["clock_GHz"]), peak_flops=FrozenMap(peaks),
         memories=FrozenMap(memories), memory_mode=mode, efficiency=FrozenMap(eff),
-        sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""))
+        sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""),
+        layer_overhead_s=to_si("layer_overhead_us", data.get("layer_overhead_us", 0.0)),
+        shared_efficiency=FrozenMap(shared),
+        workload_scale=FrozenMap({int(k.split("_")[1]): FrozenMap({m: float(v) for m, v in by_model.items()})
+                                  for k, by_model in sorted(data.get("workload_scale", {}).items(),
+                                                            key=lambda kv: int(kv[0].split("_")[1]))}))
 
 
 @functools.lru_cache(maxsize=256)
@@ -506,6 +589,40 @@ def _topology_params(topo: dict, nics_per_node: int, src: str) -> dict[str, Any]
     return params
 
 
+def _per_byte(key: str, value: float) -> float:
+    """``*_ns_per_B`` (nanoseconds per byte) -> seconds per byte (the one unit :mod:`hardware.units` does
+    not spell as a key suffix)."""
+    if not key.endswith("_ns_per_B"):  # programming error: only called for those keys
+        raise ValueError(key)
+    return float(value) * 1e-9
+
+
+def _build_calibration(cal: dict, src: str) -> Calibration:
+    """The ``[calibration]`` table as a :class:`Calibration` (SI units)."""
+    fits = cal.get("allreduce", {})
+    measured = cal.get("allreduce_measured", {})
+    allreduce = {}
+    for name in [a for a in CALIBRATED_ALGORITHMS if a in fits or a in measured]:
+        f = fits.get(name)
+        prof = {int(k.split("_")[1]): (to_si("alpha_us", v["alpha_us"]), _per_byte("beta_ns_per_B", v["beta_ns_per_B"]))
+                for k, v in measured.get(name, {}).items()}
+        allreduce[name] = CalibratedCollective(
+            algorithm=name,
+            alpha_s=to_si("alpha_us", f["alpha_us"]) if f else None,
+            beta_s_per_B=_per_byte("beta_ns_per_B", f["beta_ns_per_B"]) if f else None,
+            gamma_s_per_B=_per_byte("gamma_ns_per_B", f["gamma_ns_per_B"]) if f else None,
+            profiles=FrozenMap(dict(sorted(prof.items()))))
+    ov = cal.get("overheads")
+    overheads = None
+    if ov is not None:
+        overheads = ExecutorOverheads(step_s=to_si("step_us", ov.get("step_us", 0.0)),
+                                      bucketer_s=to_si("bucketer_us", ov.get("bucketer_us", 0.0)),
+                                      grad_hook_s=to_si("grad_hook_us", ov.get("grad_hook_us", 0.0)),
+                                      kernel_launch_s=to_si("kernel_launch_us", ov.get("kernel_launch_us", 0.0)))
+    return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
+                       notes=cal.get("notes", ""))
+
+
 def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec:
     src = str(path)
     node, intra, net = data["node"], data["node"]["intra"], data["network"]
@@ -531,7 +648,8 @@ def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec
             fabric=net["fabric"], link_bw_Bps=to_si("link_Gbps", net["link_Gbps"]),
             latency_s=to_si("latency_us", net["latency_us"]), topology_kind=net["topology"]["kind"],
             topology_params=FrozenMap(_topology_params(net["topology"], node["nics_per_node"], src))),
-        sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""))
+        sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""),
+        calibration=_build_calibration(data["calibration"], src) if "calibration" in data else None)
 
 
 @functools.lru_cache(maxsize=128)

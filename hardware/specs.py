@@ -17,6 +17,15 @@ Assumptions and approximations
 - For CPU and many-core devices the device's DRAM is the host memory of its node; the device's own
   memory figures describe the reference configuration of its data file, and
   :attr:`SystemSpec.memory_per_device_bytes` takes the smaller of that and the node's share.
+- Several ranks may share one device (CPU ranks on the cores of one socket). A calibrated device may carry
+  one efficiency curve per number of ranks sharing it (:attr:`DeviceSpec.shared_efficiency`): the fraction
+  of the device's peak that all the sharing ranks achieve together, each at the per-rank batch ``b``
+  (measured, because the cores a rank gets, and so its threads, change with the sharing). A calibrated
+  device may also carry a fixed framework cost per layer and pass (:attr:`DeviceSpec.layer_overhead_s`:
+  operator dispatch of an eager framework on a CPU, independent of the batch).
+- A calibrated system (``perfmodel calibrate``) carries a :class:`Calibration`: measured allreduce cost
+  per algorithm (a fitted alpha-beta-gamma closed form and/or a measured linear profile per rank count)
+  and the executor's per-iteration overheads. Catalog systems have none.
 """
 from __future__ import annotations
 
@@ -31,7 +40,8 @@ from hardware.errors import ConfigError, SpecError
 __all__ = [
     "PRECISIONS", "DEVICE_KINDS", "MEMORY_MODES", "INTRA_KINDS", "TOPOLOGY_KINDS",
     "FrozenMap", "MemorySpec", "EfficiencyCurve", "DeviceSpec", "IntraNodeSpec", "NodeSpec",
-    "NetworkSpec", "SystemSpec",
+    "NetworkSpec", "SystemSpec", "CALIBRATED_ALGORITHMS", "CLOSED_FORM_ALGORITHMS", "CalibratedCollective",
+    "ExecutorOverheads", "Calibration",
 ]
 
 #: numeric precisions a device may quote a peak for (``peak_tflops_<precision>`` in the data files)
@@ -44,6 +54,11 @@ MEMORY_MODES: tuple[str, ...] = ("flat", "cache")
 INTRA_KINDS: tuple[str, ...] = ("shared-memory", "nvlink-hybrid-cube-mesh", "nvswitch", "pcie")
 #: kinds of inter-node network topology (built by ``hardware.topology``)
 TOPOLOGY_KINDS: tuple[str, ...] = ("fat-tree", "single-switch", "torus", "dragonfly")
+#: allreduce algorithms a calibration may fit a closed form for (the names of ``perfmodel.collectives``)
+CLOSED_FORM_ALGORITHMS: tuple[str, ...] = ("ring", "recursive_doubling", "halving_doubling", "binary_tree",
+                                           "double_binary_tree", "hierarchical", "torus2d")
+#: allreduce algorithms a calibration may hold measured profiles for (``mpi``: MPI's own Allreduce)
+CALIBRATED_ALGORITHMS: tuple[str, ...] = (*CLOSED_FORM_ALGORITHMS, "mpi")
 
 
 class FrozenMap(Mapping):
@@ -169,6 +184,19 @@ class DeviceSpec:
         Path of the data file this spec was loaded from.
     notes : str
         Free text from the data file.
+    layer_overhead_s : float
+        Fixed seconds per layer and pass (forward; backward) on top of the roofline time: the framework's
+        per-operator dispatch cost (0 unless calibrated; ``layer_overhead_us`` in the data file).
+    shared_efficiency : Mapping[str, Mapping[int, EfficiencyCurve]]
+        Precision -> ranks sharing the device (>= 2) -> efficiency curve (empty unless calibrated;
+        ``[shared_efficiency.<precision>.ranks_<k>]`` in the data file). With ``k`` ranks on the device
+        the ``k`` ranks together achieve ``peak * eff_k(b)`` at per-rank batch ``b`` (each gets ``1/k``);
+        see :meth:`efficiency_for`.
+    workload_scale : Mapping[int, Mapping[str, float]]
+        Ranks sharing the device -> workload (model name) -> factor on its modelled compute time (empty
+        unless calibrated; ``[workload_scale.ranks_<k>]`` in the data file). EMPIRICAL: what one efficiency
+        curve per sharing cannot express (layer shapes that vectorise badly, e.g. 8-channel convolutions),
+        measured for the calibration workloads; other workloads get 1. See :meth:`workload_factor`.
     """
 
     id: str
@@ -183,6 +211,9 @@ class DeviceSpec:
     sources: Mapping[str, str]
     source_file: str
     notes: str = ""
+    layer_overhead_s: float = 0.0
+    shared_efficiency: Mapping[str, Mapping[int, EfficiencyCurve]] = FrozenMap()
+    workload_scale: Mapping[int, Mapping[str, float]] = FrozenMap()
 
     # -- memory semantics -------------------------------------------------------------------------------
     @property
@@ -253,14 +284,35 @@ class DeviceSpec:
                             f"device '{self.id}' has no peak for {precision} "
                             f"(available: {', '.join(self.peak_flops)})") from None
 
-    def efficiency_for(self, precision: str) -> EfficiencyCurve:
-        """Efficiency curve at ``precision``; SpecError when the device has none."""
+    def efficiency_for(self, precision: str, ranks_sharing: float = 1) -> EfficiencyCurve:
+        """Efficiency curve at ``precision`` when ``ranks_sharing`` ranks share the device; SpecError when
+        the device has none.
+
+        Without calibrated shared curves (every catalog device) this is the device's curve whatever the
+        sharing. Otherwise ``k = round(ranks_sharing)`` selects ``shared_efficiency[precision][k]``; a
+        ``k`` that was not measured takes the largest measured ``k' < k`` (beyond it, ranks time-slice
+        cores that are all busy already: APPROXIMATION, no further loss), and ``k <= 1`` the device's own
+        curve (one rank driving every core).
+        """
         try:
-            return self.efficiency[precision]
+            base = self.efficiency[precision]
         except KeyError:
             raise SpecError(self.source_file, f"efficiency.{precision}", None,
                             f"device '{self.id}' has no efficiency curve for {precision} "
                             f"(available: {', '.join(self.efficiency)})") from None
+        shared = self.shared_efficiency.get(precision)
+        k = int(round(float(ranks_sharing)))
+        if not shared or k <= 1:
+            return base
+        below = [j for j in shared if j <= k]
+        return shared[max(below)] if below else base
+
+    def workload_factor(self, model: str, ranks_sharing: float = 1) -> float:
+        """Calibrated factor on the compute time of workload ``model`` with ``ranks_sharing`` ranks on the
+        device (1 when not calibrated); an unmeasured sharing takes the largest measured one below it."""
+        k = max(1, int(round(float(ranks_sharing))))
+        below = [j for j, by_model in self.workload_scale.items() if j <= k and model in by_model]
+        return float(self.workload_scale[max(below)][model]) if below else 1.0
 
     def achieved_flops(self, precision: str, batch):
         """Achieved FLOP/s at ``precision`` and per-device batch ``batch``: peak * eff(batch)."""
@@ -353,6 +405,86 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class CalibratedCollective:
+    """Measured allreduce cost of one algorithm on a calibrated system (SI units).
+
+    Attributes
+    ----------
+    algorithm : str
+        One of :data:`CALIBRATED_ALGORITHMS`.
+    alpha_s, beta_s_per_B, gamma_s_per_B : float or None
+        Parameters of the algorithm's alpha-beta-gamma closed form (``perfmodel.collectives``) fitted by
+        least squares over every measured rank count; None when only profiles were measured (``mpi``).
+    profiles : Mapping[int, tuple[float, float]]
+        Rank count ``p`` -> ``(alpha_s, beta_s_per_B)``: the measured time at ``p`` ranks fitted as
+        ``alpha_s + beta_s_per_B * n`` (n in bytes).
+    """
+
+    algorithm: str
+    alpha_s: float | None = None
+    beta_s_per_B: float | None = None
+    gamma_s_per_B: float | None = None
+    profiles: Mapping[int, tuple[float, float]] = FrozenMap()
+
+    @property
+    def has_closed_form(self) -> bool:
+        """Whether a closed-form fit (alpha, beta, gamma) is present."""
+        return self.alpha_s is not None
+
+
+@dataclass(frozen=True)
+class ExecutorOverheads:
+    """Per-iteration costs of the executor's training loop that the layer, collective and optimizer models
+    do not contain (EMPIRICAL terms, measured by ``perfmodel calibrate``; seconds).
+
+    Attributes
+    ----------
+    step_s : float
+        Fixed cost per iteration whatever the rank count: fetching the batch and the training loop's own
+        bookkeeping outside forward, backward and the optimizer.
+    bucketer_s : float
+        Fixed cost per iteration when gradients are bucketed (more than one rank): handing buckets to the
+        communication thread and waiting for it, ``finish()``'s bookkeeping.
+    grad_hook_s : float
+        Per parameterised layer and iteration when gradients are bucketed: the gradient hooks and their
+        bookkeeping (the copies into and out of the buckets and the averaging are priced from the memory
+        bandwidth, not here).
+    kernel_launch_s : float
+        Per optimizer kernel: the default ``launch_overhead_s`` of the optimizer cost models on this system
+        (an explicit ``optimizer_options.launch_overhead_s`` wins). Fitted to the executor's optimizer
+        phase (``step()`` and ``zero_grad()``).
+    """
+
+    step_s: float = 0.0
+    bucketer_s: float = 0.0
+    grad_hook_s: float = 0.0
+    kernel_launch_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``perfmodel calibrate`` measured on a system (the ``[calibration]`` table of its file).
+
+    Attributes
+    ----------
+    date, host : str
+        When and where it was measured.
+    allreduce : Mapping[str, CalibratedCollective]
+        Algorithm name -> measured allreduce cost.
+    overheads : ExecutorOverheads or None
+        The executor's per-iteration overheads (None when not measured).
+    notes : str
+        Free text.
+    """
+
+    date: str
+    host: str
+    allreduce: Mapping[str, CalibratedCollective] = FrozenMap()
+    overheads: ExecutorOverheads | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
 class SystemSpec:
     """A machine: ``max_nodes`` identical nodes on one network.
 
@@ -374,6 +506,8 @@ class SystemSpec:
         Path of the data file.
     notes : str
         Free text from the data file.
+    calibration : Calibration or None
+        Measurements of ``perfmodel calibrate`` (None for catalog systems).
     """
 
     id: str
@@ -384,6 +518,17 @@ class SystemSpec:
     sources: Mapping[str, str]
     source_file: str
     notes: str = ""
+    calibration: Calibration | None = None
+
+    @property
+    def collective_calibration(self) -> Mapping[str, CalibratedCollective]:
+        """Algorithm -> measured allreduce cost (empty without a calibration)."""
+        return self.calibration.allreduce if self.calibration is not None else FrozenMap()
+
+    @property
+    def overheads(self) -> ExecutorOverheads | None:
+        """The executor's calibrated per-iteration overheads, or None."""
+        return self.calibration.overheads if self.calibration is not None else None
 
     @property
     def device(self) -> DeviceSpec:

@@ -3,4 +3,5 @@ import sys
 
 from perfmodel.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # mpi4py.futures re-imports the main module on its worker ranks
+    sys.exit(main())

@@ -11,7 +11,10 @@ File layout (every section and key optional; defaults below)::
     [system]         system = "big-basin-p100" (catalog id or spec path), nodes = 1, ranks_per_node (default:
                      the system's devices per node)
     [communication]  allreduce = "auto" | algorithm name, bucket_mb = 25.0, overlap = true
-    [run]            iterations = 20, warmup_iterations = 3, data = "synthetic" | path, seed = 0
+    [run]            iterations = 20, warmup_iterations = 3, data = "synthetic" | "digits" | path, seed = 0
+    [simulation]     iterations = 50, jitter = "none" | "normal" | "lognormal", jitter_cv = 0.0,
+                     straggler_prob = 0.0, straggler_slowdown = 1.0, background_gbps = 0.0,
+                     max_inflight_buckets = 1, network = "auto" | "flows"   (``perfmodel simulate``; its flags win)
 
 Command-line flags override file values: ``--model --dataset --precision --batch --optimizer --epochs
 --target-top1 --system --nodes --ranks-per-node --allreduce --bucket-mb --no-overlap``.
@@ -66,6 +69,7 @@ class RunConfig:
     warmup_iterations: int = 3
     data: str = "synthetic"
     seed: int = 0
+    simulation: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "<defaults>"
 
     # ---- derived -------------------------------------------------------------------------------------
@@ -83,6 +87,7 @@ class RunConfig:
         """Plain-JSON form (what predictions and measurements record)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
         d["optimizer_options"] = dict(self.optimizer_options)
+        d["simulation"] = dict(self.simulation)
         return d
 
     @property
@@ -108,6 +113,12 @@ _SCHEMA: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
                       "overlap": ("overlap", bool)},
     "run": {"iterations": ("iterations", int), "warmup_iterations": ("warmup_iterations", int),
             "data": ("data", str), "seed": ("seed", int)},
+    # every key of [simulation] lands in RunConfig.simulation (ranges are checked by perfmodel.simulate)
+    "simulation": {"iterations": ("simulation", int), "jitter": ("simulation", str),
+                   "jitter_cv": ("simulation", (int, float)), "straggler_prob": ("simulation", (int, float)),
+                   "straggler_slowdown": ("simulation", (int, float)),
+                   "background_gbps": ("simulation", (int, float)),
+                   "max_inflight_buckets": ("simulation", int), "network": ("simulation", str)},
 }
 
 
@@ -185,6 +196,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
                                       f"unknown key; known in [{section}]: {', '.join(_SCHEMA[section])}")
                 attr, typ = _SCHEMA[section][key]
                 _check_type(source, f"{section}.{key}", value, typ)
+                if attr == "simulation":
+                    values.setdefault("simulation", {})[key] = float(value) if typ == (int, float) else value
+                    continue
                 if attr == "bucket_bytes":
                     value = float(value) * 1e6
                 elif attr == "optimizer_options":
@@ -192,9 +206,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
                 elif typ == (int, float):
                     value = float(value)
                 values[attr] = value
+    if "simulation" in values:
+        values["simulation"] = MappingProxyType(values["simulation"])
     for k, v in overrides.items():
         if v is not None:
-            values[k] = MappingProxyType(dict(v)) if k == "optimizer_options" else v
+            values[k] = MappingProxyType(dict(v)) if k in ("optimizer_options", "simulation") else v
     # --epochs overrides a file's target and --target-top1 a file's epochs (the flag wins).
     if overrides.get("epochs") is not None and overrides.get("target_top1") is None:
         values["target_top1"] = None

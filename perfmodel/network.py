@@ -26,6 +26,23 @@ Other assumptions
   node's intra-node (shared-memory) link.
 - ``auto`` picks, per message size, the algorithm with the lowest profile cost, as MPI libraries select
   algorithms by message size.
+
+Calibrated systems
+------------------
+A system written by ``perfmodel calibrate`` carries measured allreduce costs
+(:attr:`hardware.specs.SystemSpec.collective_calibration`). For ``op == "allreduce"`` and an algorithm
+it holds, the profile is taken from the measurement instead of the topology pricing, in this order:
+
+1. the linear profile measured at exactly ``p = nodes * ranks_per_node`` ranks (``alpha + beta * n``);
+2. the algorithm's closed form (:mod:`perfmodel.collectives`) with the fitted ``NetParams(alpha, beta,
+   gamma)`` on a flat fabric, evaluated at ``p`` (exactly linear in ``n`` for a given ``p``);
+3. otherwise the topology pricing above.
+
+``mpi`` (MPI's own ``Allreduce``, an algorithm the library chooses; the executor runs it for
+``allreduce = "auto"``) has no closed form and is priced only from its measured profiles. On a calibrated
+system with a measured ``mpi`` profile at ``p`` ranks, ``auto`` for allreduce means ``mpi`` (so that the
+prediction describes the run that the executor performs); elsewhere ``auto`` keeps its meaning (fastest
+model algorithm per size). ``mpi`` on a system without such a profile is a ConfigError.
 """
 from __future__ import annotations
 
@@ -46,7 +63,11 @@ from hardware.topology import cluster_with_nodes, endpoints, max_flow_time
 from perfmodel.collectives import AUTO_CANDIDATES, Fabric, NetParams, get_algorithm
 
 __all__ = ["CollectiveProfile", "node_graph_spec", "network_spec", "cluster_graph", "rank_endpoints",
-           "fabric_for", "collective_profile", "best_profiles", "reduce_gamma_s_per_B"]
+           "fabric_for", "collective_profile", "calibrated_profile", "best_profiles", "reduce_gamma_s_per_B",
+           "MPI_NATIVE"]
+
+#: name of MPI's own allreduce (the executor's ``mpi``; priced only from calibration)
+MPI_NATIVE = "mpi"
 
 _PROBE_BYTES = 1e12  # message size used to read the bandwidth slope off max_flow_time
 
@@ -192,13 +213,51 @@ def _cache_key(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: s
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def calibrated_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str,
+                       op: str = "allreduce") -> CollectiveProfile | None:
+    """The measured profile of ``algorithm`` on a calibrated ``system`` (see the module docstring), or None
+    when the system has no calibration that applies."""
+    if op != "allreduce":
+        return None
+    cal = system.collective_calibration.get(algorithm)
+    if cal is None:
+        return None
+    p = nodes * ranks_per_node
+    if p <= 1:
+        return CollectiveProfile(algorithm, op, p, 0.0, 0.0)
+    if p in cal.profiles:
+        alpha, beta = cal.profiles[p]
+        return CollectiveProfile(algorithm, op, p, float(alpha), float(beta))
+    if cal.has_closed_form and algorithm != MPI_NATIVE:
+        net = NetParams(cal.alpha_s, cal.beta_s_per_B, cal.gamma_s_per_B)
+        fabric = Fabric(net, net, ranks_per_node=max(1, min(ranks_per_node, p)),
+                        nics_per_node=system.node.nics_per_node)
+        alg = get_algorithm(algorithm)
+        t0 = float(alg.time(op, p, 0.0, fabric))
+        t1 = float(alg.time(op, p, _PROBE_BYTES, fabric))
+        return CollectiveProfile(algorithm, op, p, t0, (t1 - t0) / _PROBE_BYTES)
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str,
                        op: str = "allreduce") -> CollectiveProfile:
     """Linear cost profile of ``op`` with ``algorithm`` on ``nodes`` nodes of ``system``.
 
-    Cached in memory and on disk (routing thousands of flows on a large fat tree takes seconds; the disk
-    cache, keyed by the full system spec, makes the second prediction of a configuration instant)."""
+    On a calibrated system the measured profile is used where one applies (:func:`calibrated_profile`).
+    Otherwise cached in memory and on disk (routing thousands of flows on a large fat tree takes seconds;
+    the disk cache, keyed by the full system spec, makes the second prediction of a configuration
+    instant)."""
+    cal = calibrated_profile(system, nodes, ranks_per_node, algorithm, op)
+    if cal is not None:
+        return cal
+    if algorithm == MPI_NATIVE:
+        cal = system.collective_calibration.get(MPI_NATIVE)
+        have = ", ".join(map(str, sorted(cal.profiles))) if cal is not None and cal.profiles else "none"
+        raise ConfigError("--allreduce", "allreduce", algorithm,
+                          f"MPI's own {op} is priced only from measured profiles of a calibrated system; "
+                          f"'{system.id}' has them at p = {have}, not at p = {nodes * ranks_per_node} "
+                          f"(run perfmodel calibrate, or choose a model algorithm)")
     folder = _cache_dir()
     key = _cache_key(system, nodes, ranks_per_node, algorithm, op)
     if folder is not None:
@@ -259,13 +318,22 @@ def best_profiles(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm
     """Time of ``op`` for each message size in ``nbytes`` and the algorithm used for each.
 
     ``algorithm == "auto"`` picks the fastest of the auto candidates per size; any other name is used for
-    every size (unknown names raise ConfigError naming ``allreduce``).
+    every size (unknown names raise ConfigError naming ``allreduce``). On a calibrated system with a
+    measured ``mpi`` profile at this rank count, ``auto`` allreduce means ``mpi`` (module docstring).
     """
     n = np.atleast_1d(np.asarray(nbytes, dtype=float))
+    if op == "allreduce" and algorithm in ("auto", MPI_NATIVE) and calibrated_profile(
+            system, nodes, ranks_per_node, MPI_NATIVE, op) is not None:
+        algorithm = MPI_NATIVE   # a calibrated system: "auto" is what the executor runs, MPI's own
     names = list(AUTO_CANDIDATES) if algorithm == "auto" else [algorithm]
-    get_algorithm(algorithm)  # validates the name
+    if algorithm != MPI_NATIVE:
+        get_algorithm(algorithm)  # validates the name
     usable = []
     for name in names:
+        if name == MPI_NATIVE:
+            if op == "allreduce":
+                usable.append(name)
+            continue
         alg = get_algorithm(name)
         if op in getattr(alg, "step_ops", ("allreduce",)):
             usable.append(name)

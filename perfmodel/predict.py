@@ -20,7 +20,18 @@ node at the same per-device batch (weak scaling).
 Assumptions (each an approximation, marked):
 
 - Ranks are identical: no jitter, no stragglers (the discrete-event simulator adds them).
-- Several ranks on one device (CPU ranks on shared cores) each get ``devices / ranks`` of the device.
+- Several ranks on one device (CPU ranks on shared cores) each get ``devices / ranks`` of the device; a
+  calibrated device's efficiency curve for that many sharing ranks is used when it has one
+  (:meth:`hardware.specs.DeviceSpec.efficiency_for`: the sharing changes the cores, and so the threads, a
+  rank gets).
+- A calibrated device may carry an EMPIRICAL factor on the compute time of each calibration workload
+  (:meth:`hardware.specs.DeviceSpec.workload_factor`; 1 for every other workload and every catalog device).
+- A calibrated system (``perfmodel calibrate``) adds the executor's measured per-iteration overheads
+  (EMPIRICAL, :class:`hardware.specs.ExecutorOverheads`) as ``overhead_s``: a fixed cost per step, and with
+  more than one rank the bucketer's fixed cost, a cost per parameterised layer (gradient hooks) and the
+  copies of the gradients into and out of the buckets and their averaging (6 bytes of memory traffic per
+  gradient byte, at the rank's share of the memory bandwidth). Its per-kernel launch cost is the optimizer models' default
+  ``launch_overhead_s``.
 - When the activations of the per-device batch do not fit in device memory, the batch is split into
   micro-batches with gradient accumulation; gradients are reduced once, overlapped with the last
   micro-batch's backward only.
@@ -46,7 +57,7 @@ from hardware.catalog import load_system
 from hardware.errors import ConfigError, InfeasibleError, SpecError
 from hardware.specs import SystemSpec
 from perfmodel import convergence
-from perfmodel.compute import layer_times
+from perfmodel.compute import layer_times, shared_layer_overhead_s
 from perfmodel.config import RunConfig
 from perfmodel.network import best_profiles
 from perfmodel.optimizers import optimizer_cost
@@ -54,7 +65,7 @@ from perfmodel.overlap import assign_buckets, overlap_schedule
 from perfmodel.provenance import machine_description, software_versions
 from perfmodel.workload import WorkloadTable, load_workload
 
-__all__ = ["Prediction", "IterationModel", "predict", "iteration_model", "resolve"]
+__all__ = ["Prediction", "IterationModel", "predict", "iteration_model", "resolve", "time_to_train_arrays"]
 
 _ACT_SCALE = {"fp32": 1.0, "fp16": 0.5}
 _GRAD_SCALE = {"fp32": 1.0, "fp16": 0.5}
@@ -120,6 +131,14 @@ class IterationModel:
     buckets: int
     algorithms: tuple[str, ...]
     optimizer_details: tuple[Mapping[str, float], ...] = field(default=())
+    #: per-layer seconds of one micro-batch on this rank (C, L), forward order, device share applied
+    fwd_layer_s: np.ndarray | None = None
+    bwd_layer_s: np.ndarray | None = None
+    #: bytes of each gradient bucket (K,) and the bucket of each layer in forward order (L,), -1 without
+    #: gradient
+    bucket_nbytes: np.ndarray | None = None
+    layer_bucket: np.ndarray | None = None
+    overhead_s: np.ndarray | None = None   # calibrated executor overheads (None: none)
 
     @property
     def compute_s(self) -> np.ndarray:
@@ -127,7 +146,8 @@ class IterationModel:
 
     @property
     def iteration_s(self) -> np.ndarray:
-        return self.compute_s + self.comm_exposed_s + self.optimizer_s + self.io_s
+        t = self.compute_s + self.comm_exposed_s + self.optimizer_s + self.io_s
+        return t if self.overhead_s is None else t + self.overhead_s
 
 
 def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: np.ndarray,
@@ -154,7 +174,8 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     dev = system.device
     ranks = nodes * ranks_per_node
     share = max(1.0, ranks_per_node / system.devices_per_node)  # ranks sharing one device
-    curve = efficiency or dev.efficiency_for(precision)
+    curve = efficiency or dev.efficiency_for(precision, share)
+    overheads = system.overheads   # calibrated systems only
 
     # --- communication: gradient buckets in ready order, priced on the topology ----------------------------
     grad_bytes = table.gradient_sizes_in_ready_order() * _GRAD_SCALE.get(precision, 1.0)
@@ -174,6 +195,8 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
 
     # --- optimizer (depends on the per-device batch through K-FAC's factor computation) -------------------
     opts = dict(optimizer_options or {})
+    if overheads is not None and overheads.kernel_launch_s > 0:
+        opts.setdefault("launch_overhead_s", overheads.kernel_launch_s)
     if optimizer == "kfac":
         opts.setdefault("grad_allgather", False)
     opt_s, opt_mem, details = [], [], []
@@ -195,8 +218,11 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     micro, steps = _micro_batches(table, system, precision, b, fixed)
 
     # --- compute at the micro-batch, repeated over accumulation steps ----------------------------------------
-    lt = layer_times(table, dev, micro, precision, efficiency=curve)
-    fwd_layers, bwd_layers = lt.fwd_s * share, lt.bwd_s * share
+    # a calibrated CPU device's per-layer framework overhead is serial work of each rank (see compute)
+    lt = layer_times(table, dev, micro, precision, efficiency=curve,
+                     overhead_s=shared_layer_overhead_s(dev, share))
+    scale = share * dev.workload_factor(table.model, share)   # the factor is 1 unless calibrated
+    fwd_layers, bwd_layers = lt.fwd_s * scale, lt.bwd_s * scale
     forward = fwd_layers.sum(axis=1) * steps
     bwd_last = bwd_layers.sum(axis=1)
     backward = bwd_last * steps
@@ -210,11 +236,21 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     else:
         comm_total = exposed = np.zeros_like(b)
     mem = fixed + micro * table.totals.act_bytes * _ACT_SCALE.get(precision, 1.0)
+    overhead = None
+    if overheads is not None:
+        per_step = overheads.step_s
+        if ranks > 1:
+            n_grad_layers = int(np.count_nonzero(layer_bucket >= 0))
+            per_step += overheads.bucketer_s + n_grad_layers * overheads.grad_hook_s
+            per_step += 6.0 * float(grad_bytes.sum()) / (dev.memory_bw_Bps / share)
+        overhead = np.full_like(b, per_step)
     return IterationModel(per_device_batch=b, micro_batch=micro, accumulation_steps=steps, forward_s=forward,
                           backward_s=backward, comm_total_s=np.broadcast_to(comm_total, b.shape).copy(),
                           comm_exposed_s=np.broadcast_to(exposed, b.shape).copy(), optimizer_s=opt_s,
                           io_s=np.zeros_like(b), memory_per_rank_bytes=mem, buckets=n_buckets,
-                          algorithms=tuple(algs), optimizer_details=tuple(details))
+                          algorithms=tuple(algs), optimizer_details=tuple(details), overhead_s=overhead,
+                          fwd_layer_s=fwd_layers, bwd_layer_s=bwd_layers, bucket_nbytes=bucket_bytes_arr,
+                          layer_bucket=layer_bucket)
 
 
 @dataclass(frozen=True)
@@ -255,6 +291,55 @@ class Prediction:
         }
 
 
+def time_to_train_arrays(*, iteration_s, forward_s, micro_batch, accumulation_steps, global_batch,
+                         per_device_batch, epochs, nodes: int, ranks_per_node: int, train_images: int,
+                         val_images: int, eval_every_epochs: float, startup_s: float,
+                         ref_iteration_s=None) -> dict[str, np.ndarray]:
+    """Whole-run quantities of a group, vectorised: the arithmetic of :func:`predict` (which calls it with one element).
+
+    Parameters
+    ----------
+    iteration_s, forward_s, micro_batch, accumulation_steps : array_like
+        Per-iteration seconds, forward seconds, micro-batch and accumulation steps (from ``iteration_model``).
+    global_batch, per_device_batch, epochs : array_like
+        Images per iteration (all ranks / one rank) and epochs to train.
+    nodes, ranks_per_node : int
+    train_images, val_images : int
+        Dataset sizes (images per epoch, per evaluation).
+    eval_every_epochs : float
+    startup_s : float
+        Start-up broadcast of the parameters, seconds.
+    ref_iteration_s : array_like, optional
+        One-node iteration seconds at the same per-device batch (needed when ``nodes > 1``).
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``time_to_train_s, iterations, iterations_per_epoch, images_per_s, scaling_efficiency,
+        training_s, eval_s, evaluations`` (seconds, counts, images/s).
+    """
+    it = np.asarray(iteration_s, dtype=float)
+    B = np.asarray(global_batch, dtype=float)
+    pdb = np.asarray(per_device_batch, dtype=float)
+    ep = np.asarray(epochs, dtype=float)
+    ranks = nodes * ranks_per_node
+    images_per_s = B / it
+    if nodes > 1:
+        scaling = images_per_s / (nodes * ranks_per_node * pdb / np.asarray(ref_iteration_s, dtype=float))
+    else:
+        scaling = np.ones_like(it)
+    ipe = np.ceil(train_images / B)
+    iterations = np.ceil(ep * ipe - 1e-9)
+    fwd_per_image = np.asarray(forward_s, dtype=float) / (np.asarray(micro_batch, dtype=float)
+                                                          * np.asarray(accumulation_steps, dtype=float))
+    n_evals = np.floor(ep / eval_every_epochs + 1e-9)
+    eval_s = n_evals * math.ceil(val_images / ranks) * fwd_per_image
+    training_s = iterations * it
+    return {"time_to_train_s": training_s + eval_s + startup_s, "iterations": iterations,
+            "iterations_per_epoch": ipe, "images_per_s": images_per_s, "scaling_efficiency": scaling,
+            "training_s": training_s, "eval_s": eval_s, "evaluations": n_evals}
+
+
 def _epochs(cfg: RunConfig) -> tuple[float, str, float | None]:
     """Epochs to train, where that number came from, and the target (None when epochs were given)."""
     if cfg.epochs is not None:
@@ -278,40 +363,49 @@ def predict(cfg: RunConfig) -> Prediction:
               overlap=cfg.overlap, optimizer=cfg.optimizer, optimizer_options=cfg.optimizer_options,
               source=cfg.source)
     it = iteration_model(table, system, cfg.nodes, r.ranks_per_node, [r.per_device_batch], **kw)
-    iteration_s = float(it.iteration_s[0])
-    images_per_s = cfg.batch / iteration_s
+    ref_iteration_s, scaling_note = None, None
     if cfg.nodes > 1:
-        one = iteration_model(table, system, 1, r.ranks_per_node, [r.per_device_batch], **kw)
-        scaling = images_per_s / (cfg.nodes * r.ranks_per_node * r.per_device_batch / float(one.iteration_s[0]))
-    else:
-        scaling = 1.0
-
+        try:
+            ref_iteration_s = iteration_model(table, system, 1, r.ranks_per_node, [r.per_device_batch],
+                                              **kw).iteration_s
+        except InfeasibleError as exc:  # e.g. K-FAC state that only fits when spread over more ranks
+            scaling_note = f"no one-node reference: {exc}"
     epochs, epochs_source, target = _epochs(cfg)
-    ipe = math.ceil(cfg.train_images / cfg.batch)
-    iterations = math.ceil(epochs * ipe - 1e-9)
-    # evaluation: forward over the validation set split across ranks, at the training micro-batch
-    fwd_per_image = float(it.forward_s[0]) / (float(it.micro_batch[0]) * float(it.accumulation_steps[0]))
-    n_evals = math.floor(epochs / cfg.eval_every_epochs + 1e-9)
-    eval_s = n_evals * math.ceil(cfg.val_images / r.ranks) * fwd_per_image
     startup_s = 0.0
     if r.ranks > 1:
         startup_s = float(best_profiles(system, cfg.nodes, r.ranks_per_node, "auto", [table.gradient_bytes],
                                         op="broadcast")[0][0])
-    training_s = iterations * iteration_s
+    if cfg.nodes > 1 and ref_iteration_s is None:
+        ref_iteration_s = np.full_like(it.iteration_s, np.nan)  # scaling efficiency unknown (NaN -> null)
+    whole = time_to_train_arrays(
+        iteration_s=it.iteration_s, forward_s=it.forward_s, micro_batch=it.micro_batch,
+        accumulation_steps=it.accumulation_steps, global_batch=cfg.batch, per_device_batch=r.per_device_batch,
+        epochs=epochs, nodes=cfg.nodes, ranks_per_node=r.ranks_per_node, train_images=cfg.train_images,
+        val_images=cfg.val_images, eval_every_epochs=cfg.eval_every_epochs, startup_s=startup_s,
+        ref_iteration_s=ref_iteration_s)
+    whole = {k: float(np.ravel(v)[0]) for k, v in whole.items()}
+    iteration_s = float(it.iteration_s[0])
+    scaling = whole["scaling_efficiency"]
+    ipe, iterations = int(whole["iterations_per_epoch"]), int(whole["iterations"])
+    n_evals, eval_s, training_s = int(whole["evaluations"]), float(whole["eval_s"]), float(whole["training_s"])
     breakdown = {"compute_s": float(it.compute_s[0]), "forward_s": float(it.forward_s[0]),
                  "backward_s": float(it.backward_s[0]), "comm_total_s": float(it.comm_total_s[0]),
                  "comm_exposed_s": float(it.comm_exposed_s[0]), "optimizer_s": float(it.optimizer_s[0]),
                  "io_s": float(it.io_s[0])}
+    if it.overhead_s is not None:
+        breakdown["overhead_s"] = float(it.overhead_s[0])
     details = {"buckets": it.buckets, "bucket_algorithms": list(it.algorithms),
                "micro_batch": int(it.micro_batch[0]), "accumulation_steps": int(it.accumulation_steps[0]),
                "memory_per_rank_bytes": float(it.memory_per_rank_bytes[0]),
                "memory_available_bytes": float(system.memory_per_device_bytes),
                "optimizer": dict(it.optimizer_details[0]) if it.optimizer_details else {},
                "device": system.device.id, "evaluations": n_evals}
+    if scaling_note:
+        details["scaling_efficiency_note"] = scaling_note
     return Prediction(config=cfg, system=system.id, ranks=r.ranks, ranks_per_node=r.ranks_per_node,
                       per_device_batch=r.per_device_batch, epochs=epochs, epochs_source=epochs_source,
                       target_top1=target, iterations_per_epoch=ipe, iterations=iterations,
-                      iteration_s=iteration_s, images_per_s=images_per_s, scaling_efficiency=scaling,
+                      iteration_s=iteration_s, images_per_s=float(whole["images_per_s"]), scaling_efficiency=scaling,
                       breakdown=breakdown,
                       run_breakdown={"training_s": training_s, "eval_s": eval_s, "startup_s": startup_s},
                       time_to_train_s=training_s + eval_s + startup_s, details=details)

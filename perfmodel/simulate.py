@@ -33,13 +33,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from hardware.errors import ConfigError
-from perfmodel.compute import layer_times
 from perfmodel.config import RunConfig
 from perfmodel.network import best_profiles
 from perfmodel.optimizers import get_optimizer
 from perfmodel.optimizers.kfac import count_refreshes
-from perfmodel.overlap import assign_buckets
-from perfmodel.predict import _GRAD_SCALE, Prediction, iteration_model, predict, resolve
+from perfmodel.predict import Prediction, iteration_model, predict, resolve
 from perfmodel.provenance import machine_description, software_versions
 from perfmodel.sim.engine import Collective, EngineModel, EngineResult, OptimizerPlan, run_engine
 from perfmodel.sim.trace import TraceWriter
@@ -152,19 +150,11 @@ def build_engine_model(cfg: RunConfig, iterations: int, prediction: Prediction |
                          algorithm=cfg.allreduce, bucket_bytes=cfg.bucket_bytes, overlap=cfg.overlap,
                          optimizer=cfg.optimizer, optimizer_options=cfg.optimizer_options, source=cfg.source)
     micro, steps = float(it.micro_batch[0]), int(it.accumulation_steps[0])
-    # per-layer compute at the micro-batch, on this rank's share of its device (as iteration_model)
-    dev = system.device
-    share = max(1.0, rpn / system.devices_per_node)
-    lt = layer_times(table, dev, [micro], cfg.precision, efficiency=dev.efficiency_for(cfg.precision))
-    fwd = np.asarray(lt.fwd_s[0] * share, dtype=float)
-    bwd_rev = np.asarray((lt.bwd_s[0] * share)[::-1], dtype=float)
-    # buckets in ready order (as iteration_model)
-    grad_bytes = table.gradient_sizes_in_ready_order() * _GRAD_SCALE.get(cfg.precision, 1.0)
-    bucket_of = assign_buckets(grad_bytes, cfg.bucket_bytes)
-    n_buckets = int(bucket_of.max()) + 1 if bucket_of.size else 0
-    bucket_bytes = np.bincount(bucket_of, weights=grad_bytes, minlength=n_buckets)
-    layer_bucket = np.full(table.n_layers, -1, dtype=np.int64)
-    layer_bucket[table.ready_order()] = bucket_of
+    # per-layer compute at the micro-batch on this rank's device share, and the buckets: iteration_model's
+    fwd = np.asarray(it.fwd_layer_s[0], dtype=float)
+    bwd_rev = np.asarray(it.bwd_layer_s[0][::-1], dtype=float)
+    bucket_bytes, layer_bucket = it.bucket_nbytes, it.layer_bucket
+    n_buckets = len(bucket_bytes)
     lb_rev = layer_bucket[::-1]
     bucket_end = np.array([int(np.nonzero(lb_rev == k)[0][-1]) for k in range(n_buckets)], dtype=np.int64)
     buckets: tuple[Collective, ...] = ()

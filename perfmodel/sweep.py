@@ -29,7 +29,8 @@ Speed and caches (what "cold" and "warm" mean)
 - Collective profiles are priced on the topology graph once per (system, nodes, ranks per node,
   algorithm, operation) and cached by :mod:`perfmodel.network` (in memory per process, and on disk).
   The first evaluation of a large node count builds and routes a graph of thousands of links and can take
-  seconds (about 2 s for 512 KNL nodes with halving-doubling); every later one is a look-up.
+  seconds to tens of seconds (KNL fat tree, halving-doubling: about 2 s at 512 nodes, 7 s at 2048, 30 s at
+  4096; ``auto`` prices every candidate algorithm); every later one is a look-up.
 - The optimizer cost model (:mod:`perfmodel.optimizers`) is a Python call per per-device batch, and K-FAC's
   takes milliseconds (ownership partition, per-layer factor costs). While a sweep runs, the optimizer cost
   that ``iteration_model`` calls is memoised on all of its inputs (see :func:`optimizer_cost_memo`); a
@@ -68,12 +69,12 @@ from hardware.catalog import load_system
 from hardware.errors import ConfigError, InfeasibleError, ToolkitError
 from hardware.specs import EfficiencyCurve, SystemSpec
 from perfmodel import convergence
-from perfmodel.collectives import get_algorithm
+from perfmodel.collectives import get_algorithm, known_algorithms
 from perfmodel.config import DATASETS, OPTIMIZER_NAMES, PRECISIONS, RunConfig
 from perfmodel.network import best_profiles
 from perfmodel.optimizers import get_optimizer
 from perfmodel.optimizers import optimizer_cost as _real_optimizer_cost
-from perfmodel.predict import iteration_model
+from perfmodel.predict import iteration_model, time_to_train_arrays
 from perfmodel.workload import load_workload
 
 __all__ = [
@@ -236,7 +237,7 @@ class SweepGrid:
                 "precisions": (b.precision,), "bucket_bytes": (b.bucket_bytes,), "overlaps": (b.overlap,)}
         for name, default in fill.items():
             value = getattr(self, name)
-            object.__setattr__(self, name, tuple(value) if value else default)
+            object.__setattr__(self, name, tuple(dict.fromkeys(value)) if value else default)
         if self.nodes is not None:
             object.__setattr__(self, "nodes", parse_int_list(self.nodes or (b.nodes,), "--nodes", "nodes"))
         if self.batches and self.per_device_batches:
@@ -255,7 +256,8 @@ class SweepGrid:
             try:
                 get_algorithm(a)
             except ConfigError:
-                raise ConfigError("--allreduce", "allreduce", a, "unknown allreduce algorithm") from None
+                raise ConfigError("--allreduce", "allreduce", a, "unknown allreduce algorithm; known: "
+                                                                 f"{', '.join(known_algorithms())}") from None
         for p in self.precisions:
             if p not in PRECISIONS:
                 raise ConfigError("--precision", "precision", p, f"must be one of {', '.join(PRECISIONS)}")
@@ -273,10 +275,6 @@ class SweepGrid:
     def nodes_for(self, system: SystemSpec) -> tuple[int, ...]:
         """Node counts of the grid on ``system``."""
         return powers_of_two(system.max_nodes) if self.nodes is None else self.nodes
-
-    def with_base(self, **changes: Any) -> "SweepGrid":
-        """A copy with the base configuration changed (unvalidated ``dataclasses.replace``)."""
-        return dataclasses.replace(self, base=dataclasses.replace(self.base, **changes))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -296,55 +294,6 @@ def epochs_for_batches(base: RunConfig, optimizer: str, global_batch) -> tuple[n
                               f"no convergence model for '{base.model}' (fitted: resnet50); pass --epochs") from None
         raise
     return epochs, float(target)
-
-
-def time_to_train_arrays(*, iteration_s, forward_s, micro_batch, accumulation_steps, global_batch,
-                         per_device_batch, epochs, nodes: int, ranks_per_node: int, train_images: int,
-                         val_images: int, eval_every_epochs: float, startup_s: float,
-                         ref_iteration_s=None) -> dict[str, np.ndarray]:
-    """Whole-run quantities of a group, vectorised: the arithmetic of :func:`perfmodel.predict.predict`.
-
-    Parameters
-    ----------
-    iteration_s, forward_s, micro_batch, accumulation_steps : array_like
-        Per-iteration seconds, forward seconds, micro-batch and accumulation steps (from ``iteration_model``).
-    global_batch, per_device_batch, epochs : array_like
-        Images per iteration (all ranks / one rank) and epochs to train.
-    nodes, ranks_per_node : int
-    train_images, val_images : int
-        Dataset sizes (images per epoch, per evaluation).
-    eval_every_epochs : float
-    startup_s : float
-        Start-up broadcast of the parameters, seconds.
-    ref_iteration_s : array_like, optional
-        One-node iteration seconds at the same per-device batch (needed when ``nodes > 1``).
-
-    Returns
-    -------
-    dict of numpy.ndarray
-        ``time_to_train_s, iterations, iterations_per_epoch, images_per_s, scaling_efficiency,
-        training_s, eval_s, evaluations`` (seconds, counts, images/s).
-    """
-    it = np.asarray(iteration_s, dtype=float)
-    B = np.asarray(global_batch, dtype=float)
-    pdb = np.asarray(per_device_batch, dtype=float)
-    ep = np.asarray(epochs, dtype=float)
-    ranks = nodes * ranks_per_node
-    images_per_s = B / it
-    if nodes > 1:
-        scaling = images_per_s / (nodes * ranks_per_node * pdb / np.asarray(ref_iteration_s, dtype=float))
-    else:
-        scaling = np.ones_like(it)
-    ipe = np.ceil(train_images / B)
-    iterations = np.ceil(ep * ipe - 1e-9)
-    fwd_per_image = np.asarray(forward_s, dtype=float) / (np.asarray(micro_batch, dtype=float)
-                                                          * np.asarray(accumulation_steps, dtype=float))
-    n_evals = np.floor(ep / eval_every_epochs + 1e-9)
-    eval_s = n_evals * math.ceil(val_images / ranks) * fwd_per_image
-    training_s = iterations * it
-    return {"time_to_train_s": training_s + eval_s + startup_s, "iterations": iterations,
-            "iterations_per_epoch": ipe, "images_per_s": images_per_s, "scaling_efficiency": scaling,
-            "training_s": training_s, "eval_s": eval_s, "evaluations": n_evals}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1000,7 +949,7 @@ def _default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def run_sweep(grid: SweepGrid, *, workers: int | None = None, executor: Executor | None = None,
+def run_sweep(grid: SweepGrid, *, workers: int | None = None, executor: WorkerPool | Executor | None = None,
               progress: bool | None = None, chunks_per_worker: int = 4) -> SweepResult:
     """Evaluate every point of ``grid``; one row per point, in grid order (system, precision, optimizer,
     algorithm, bucket, overlap, nodes, batch).
@@ -1081,10 +1030,15 @@ def run_sweep(grid: SweepGrid, *, workers: int | None = None, executor: Executor
                 if bar is not None:
                     bar.update(len(rl))
         _execute(exp.groups, executor, workers, chunks_per_worker, take_groups, token)
+    except BaseException:
+        if own_pool is not None:   # interrupted or failed: do not wait for the chunks still running
+            own_pool.shutdown(wait=False, cancel_futures=True)
+            own_pool = None
+        raise
     finally:
         if bar is not None:
             bar.close()
         if own_pool is not None:
-            own_pool.shutdown(wait=True, cancel_futures=True)
+            own_pool.shutdown(wait=True)
     cols["status"], cols["reason"] = status, reason
     return SweepResult(cols, n, elapsed_s=time.perf_counter() - t0, evaluated=evaluated)

@@ -30,6 +30,8 @@ Public API::
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import os
@@ -210,9 +212,9 @@ class WorkloadTable:
                 f"flops_fwd={t.flops_fwd}, source={self.source!r})")
 
     # ----------------------------------------------------------------------------------------- totals
-    @property
+    @functools.cached_property
     def totals(self) -> WorkloadTotals:
-        """Whole-network sums per image."""
+        """Whole-network sums per image (computed once; the table is immutable)."""
         s = {k: sum(getattr(layer, v) for layer in self.layers) for k, v in _TOTAL_OF.items()}
         s["flops_bwd"] = s["flops_bwd_input"] + s["flops_bwd_weight"]
         return WorkloadTotals(**s)

@@ -363,20 +363,14 @@ def test_sweep_command_bad_list_is_one_line_exit_2(capsys):
 
 # ---------------------------------------------------------------------------------------------------------
 # MPI pool
-_MAIN_GUARDED = '__name__ == "__main__"' in (ROOT / "perfmodel" / "__main__.py").read_text()
 # mpi4py.futures re-runs the main module on the worker ranks (as "__worker__"), so it must call main() only
 # under ``__name__ == "__main__"``: a guarded script always works; ``-m perfmodel`` (the documented form)
-# needs perfmodel/__main__.py to be guarded the same way.
+# needs perfmodel/__main__.py to be guarded the same way (it is).
 _SCRIPT = 'import sys\nfrom perfmodel.cli.main import main\nif __name__ == "__main__":\n    sys.exit(main(sys.argv[1:]))\n'
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("launcher", [
-    "script",
-    pytest.param("-m perfmodel", marks=pytest.mark.xfail(
-        not _MAIN_GUARDED, run=False,
-        reason="perfmodel/__main__.py runs main() on import, so MPI worker ranks run the command too")),
-])
+@pytest.mark.parametrize("launcher", ["script", "-m perfmodel"])
 def test_sweep_on_an_mpi_pool_matches_in_process(launcher, capsys, tmp_path):
     mpiexec = Path(sys.executable).with_name("mpiexec")
     if not mpiexec.exists():

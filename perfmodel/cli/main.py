@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, str] = {
     "plan": "perfmodel.cli.plan_cmd",
     "validate": "perfmodel.cli.validate_cmd",
     "run": "perfmodel.cli.run_cmd",
+    "bench": "perfmodel.cli.bench_cmd",
+    "calibrate": "perfmodel.cli.calibrate_cmd",
 }
 
 
@@ -46,6 +48,8 @@ SUMMARIES: dict[str, str] = {
     "plan": "cheapest configuration meeting a deadline, fastest within a budget, Pareto front",
     "validate": "predictions against measurements and published results",
     "run": "run the configuration for real with MPI + PyTorch and measure it",
+    "bench": "microbenchmarks: allreduce latency/bandwidth per algorithm, per-layer compute, GEMM, memory",
+    "calibrate": "measure this machine (compute, allreduce, overheads) and write a calibrated system spec",
 }
 
 

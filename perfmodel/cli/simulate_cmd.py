@@ -28,28 +28,45 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     g.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
     g.add_argument("--seed", type=int, help="random seed (default: the config's run.seed)")
-    g.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
+    g.add_argument("--iterations", type=int,
                    help=f"iterations to simulate (default {DEFAULT_ITERATIONS})")
-    g.add_argument("--jitter-cv", type=float, default=0.0,
+    g.add_argument("--jitter-cv", type=float,
                    help="per-rank, per-iteration compute jitter: coefficient of variation (default 0)")
     g.add_argument("--jitter-dist", choices=[d for d in DISTRIBUTIONS if d != "none"],
                    help="jitter distribution (default normal)")
-    g.add_argument("--straggler-prob", type=float, default=0.0,
+    g.add_argument("--straggler-prob", type=float,
                    help="probability that a rank straggles in an iteration (default 0)")
-    g.add_argument("--straggler-slowdown", type=float, default=1.0,
+    g.add_argument("--straggler-slowdown", type=float,
                    help="compute multiplier of a straggler (default 1)")
-    g.add_argument("--background-gbps", type=float, default=0.0,
+    g.add_argument("--background-gbps", type=float,
                    help="background traffic demanded on every inter-node link, Gbit/s (default 0)")
-    g.add_argument("--max-inflight-buckets", type=int, default=1,
+    g.add_argument("--max-inflight-buckets", type=int,
                    help="bucket allreduces in flight at once (default 1, the analytic model's rule)")
-    g.add_argument("--network", choices=NETWORK_MODELS, default="auto",
+    g.add_argument("--network", choices=NETWORK_MODELS,
                    help="flows: always simulate collectives as flows; auto: only when they can contend")
     g.add_argument("--tail-ranks", type=_ranks_list, metavar="N,N,...",
                    help="also report p50/p99 of the step time at these rank counts (weak scaling)")
 
 
+_DEFAULTS = {"iterations": DEFAULT_ITERATIONS, "jitter_cv": 0.0, "jitter": None, "straggler_prob": 0.0,
+             "straggler_slowdown": 1.0, "background_gbps": 0.0, "max_inflight_buckets": 1, "network": "auto"}
+
+
+def _settings(args: argparse.Namespace, cfg) -> None:
+    """Fill unset simulation flags from the config's [simulation] section, then the defaults."""
+    sim = dict(cfg.simulation)
+    if "jitter" in sim and sim["jitter"] == "none":
+        sim["jitter"] = None
+    for key, default in _DEFAULTS.items():
+        attr = "jitter_dist" if key == "jitter" else key
+        if getattr(args, attr, None) is None:
+            value = sim.get(key, default)
+            setattr(args, attr, int(value) if key in ("iterations", "max_inflight_buckets") else value)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    _settings(args, cfg)
     var = Variability.from_options(args.jitter_cv, args.jitter_dist, args.straggler_prob, args.straggler_slowdown,
                                    source="command line")
     if args.jitter_dist is not None and args.jitter_cv == 0:

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import sys
 from typing import Any, Iterator
 
 from hardware.errors import ConfigError, ToolkitError
@@ -185,7 +184,19 @@ def _print_text(res: SweepResult, rows: list[dict]) -> None:
         print(f"  e.g. {status}: {reason}")
 
 
+def _check_out(path: str | None) -> None:
+    """Fail before the sweep, not after it, when the CSV cannot be written there."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError("--out", "out", path, "directory does not exist")
+    if os.path.isdir(path):
+        raise ConfigError("--out", "out", path, "is a directory; give a file name")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     grid = grid_from_args(args)
     with executor_from_args(args) as (executor, workers):
         res = run_sweep(grid, workers=workers, executor=executor, progress=_progress(args))

@@ -1,0 +1,846 @@
+"""Calibration of this machine: run the microbenchmarks, fit the cost models' parameters, write the
+calibrated ``local`` system spec that ``perfmodel predict --system local`` (or ``--system FILE``) uses.
+
+What is measured and fitted
+---------------------------
+1. Device (one device = this machine's CPU, all its cores; ``devices_per_node = 1``; ranks share it):
+
+   - ``peak_tflops_fp32`` / ``fp64``: square GEMM (``torch.mm``) with every core (``bench compute``);
+   - memory bandwidth: STREAM-like triad with every core;
+   - one efficiency curve ``eff_k(b) = eff_max * b / (b + batch_half)`` per number ``k`` of ranks sharing
+     the machine (the executor gives each of ``k`` ranks ``cores // k`` threads, at least one), fitted by
+     least squares on the logarithm of the measured whole-model forward and backward times of the
+     calibration models (ResNet-20/32, the tiny CNN, the digits CNN, ResNet-18 at small batches) at
+     several per-rank batches, measured with ``k`` ranks running at once. ``k = 1`` is the device's
+     ``[efficiency.fp32]``, ``k >= 2`` its ``[shared_efficiency.fp32.ranks_<k>]``;
+   - ``layer_overhead_us``: a fixed framework cost per layer and pass (eager PyTorch dispatches every
+     module from Python; this dominates the tiny models), fitted jointly with the curves. The predictor
+     prices each layer exactly as :func:`perfmodel.compute.layer_times` with
+     :func:`perfmodel.compute.shared_layer_overhead_s` (what the fit evaluates).
+
+2. Collectives: ``bench allreduce`` at 2..4 ranks (every executor algorithm and MPI's own), each size
+   measured in several repetitions (the typical undisturbed time is kept, as for compute). Per
+   algorithm of :mod:`perfmodel.collectives` a closed-form fit ``NetParams(alpha, beta, gamma)`` over all
+   rank counts by non-negative least squares on the relative error, with ``gamma`` fixed at the measured
+   reduction cost per byte (``numpy.add``, what the executor's algorithms run): ring and
+   halving-doubling depend on ``beta`` and ``gamma`` only through ``2 beta + gamma``, so they cannot
+   separate them. Per algorithm and rank count also a measured linear profile ``alpha_p + beta_p n``
+   (the only model of ``mpi``, whose internal algorithm is MPICH's choice). The predictor uses the
+   profile at the exact rank count, else the closed form (:mod:`perfmodel.network`).
+
+3. The executor's per-iteration overheads (EMPIRICAL terms, :class:`hardware.specs.ExecutorOverheads`):
+   the optimizer's per-kernel launch cost fitted to measured ``step()`` + ``zero_grad()`` times of SGD
+   and LARS against the optimizer cost models; the gradient bucketer's fixed and per-layer costs from
+   measured (forward + backward + ``finish()``) with and without it, after subtracting the bucket copies
+   priced at the measured memory bandwidth; the per-step cost of fetching a batch.
+
+Files: the system file and its device file ``<stem>-cpu.toml`` next to it (referenced by a relative path),
+written atomically after both were validated by loading them. Every number cites its measurement in
+``[sources]``.
+
+Noise: other work on the host slows some repetitions; every measurement keeps the median of its fastest
+half and the fit reports its residuals, so a bad calibration is visible (``perfmodel calibrate --json``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from hardware.errors import ConfigError, ToolkitError
+
+__all__ = [
+    "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
+    "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
+    "fit_compute", "fit_kernel_launch", "fit_bucketer", "calibrate", "render_system_toml",
+    "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
+]
+
+SOURCE = "perfmodel calibrate"
+ROOT = Path(__file__).resolve().parents[1]
+#: executor algorithms with a closed form in perfmodel.collectives (``mpi`` is profiled only)
+FIT_ALGORITHMS: tuple[str, ...] = ("ring", "recursive_doubling", "halving_doubling", "hierarchical")
+
+
+class BenchFailed(ToolkitError):
+    """A benchmark job failed or timed out (one line naming the job and the reason)."""
+
+
+# ==========================================================================================================
+# running benchmark jobs
+# ==========================================================================================================
+def _env(threads: int | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _reason(stderr: str, rc: int) -> str:
+    m = re.search(r"^rank (\d+): (.+)$", stderr, flags=re.MULTILINE)
+    if m:
+        return f"rank {m.group(1)} failed: {m.group(2).strip()}"
+    m = re.search(r"^(?:bench \w+|perfmodel): error: (.+)$", stderr, flags=re.MULTILINE)
+    if m:
+        return m.group(1).strip()
+    if rc < 0:
+        return f"killed by signal {-rc}"
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("bench ")]
+    return f"exit code {rc}: {(lines[-1] if lines else 'no error output')[:300]}"
+
+
+def run_benchmark(module: str, args: Sequence[str], ranks: int = 1, *, timeout_s: float = 600.0,
+                  threads: int | None = None, what: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``python -m module args`` (under ``mpiexec -n ranks`` when ``ranks > 1``) in its own process
+    group, with a time limit, and return the JSON document it writes to ``--out``.
+
+    Raises
+    ------
+    BenchFailed
+        One line: the job, and the failing rank's message, the exit status or the time-out.
+    """
+    from executor.launch import cores_per_rank, find_mpiexec
+
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise ConfigError("--ranks", "ranks", ranks, "must be an integer >= 1")
+    what = what or module.rsplit(".", 1)[-1].replace("_", " ")
+    tmp = Path(tempfile.mkdtemp(prefix="ttt-bench-"))
+    out = tmp / "result.json"
+    prog = [sys.executable, "-m", module, *map(str, args), "--out", str(out)]
+    cmd = [find_mpiexec(), "-n", str(ranks), *prog] if ranks > 1 else prog
+    env = _env(threads if threads is not None else cores_per_rank(ranks))
+    t0 = time.monotonic()
+    try:
+        with open(tmp / "stderr.txt", "w") as err, open(tmp / "stdout.txt", "w") as sout:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sout, stderr=err, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise BenchFailed(f"{what} ({ranks} ranks) timed out after {timeout_s:g} s and was killed") from None
+            except KeyboardInterrupt:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+        stderr = (tmp / "stderr.txt").read_text(errors="replace")
+        if rc != 0:
+            raise BenchFailed(f"{what} ({ranks} ranks) failed after {time.monotonic() - t0:.1f} s: "
+                              f"{_reason(stderr, rc)}")
+        try:
+            return json.loads(out.read_text())
+        except (OSError, ValueError) as exc:
+            raise BenchFailed(f"{what} ({ranks} ranks) ended without a result ({exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if progress:
+            progress(f"{what} on {ranks} rank(s): {time.monotonic() - t0:.1f} s")
+
+
+def run_allreduce_samples(ranks: int, algorithms: Sequence[str], min_bytes: int, max_bytes: int, *,
+                          factor: int = 4, repeats: int = 3, max_iterations: int = 50,
+                          timeout_s: float = 600.0, progress=None) -> dict[str, Any]:
+    """``bench allreduce`` repeated ``repeats`` times in one MPI job (this module's worker); every row of
+    every repetition is returned (``results``), plus the typical time per (algorithm, size) in ``typical``."""
+    args = ["--allreduce-worker", "--algorithms", ",".join(algorithms), "--min-bytes", str(min_bytes),
+            "--max-bytes", str(max_bytes), "--factor", str(factor), "--repeats", str(repeats),
+            "--max-iterations", str(max_iterations)]
+    doc = run_benchmark("executor.calibrate", args, ranks, timeout_s=timeout_s, threads=1,
+                        what="bench allreduce", progress=progress)
+    doc["typical"] = typical_rows(doc["results"])
+    return doc
+
+
+def typical_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (algorithm, ranks, nbytes): the typical (median of the fastest half) ``time_s`` over the
+    repetitions, with its spread."""
+    from executor.bench_compute import spread, typical
+
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["algorithm"], int(r["ranks"]), int(r["nbytes"])), []).append(float(r["time_s"]))
+    out = []
+    for (alg, p, n), ts in groups.items():
+        out.append({"algorithm": alg, "ranks": p, "nbytes": n, "time_s": typical(ts), "spread_s": spread(ts)})
+    return out
+
+
+def _allreduce_worker(argv: Sequence[str]) -> int:
+    """``python -m executor.calibrate --allreduce-worker ...`` under mpiexec: run_allreduce_bench repeated."""
+    import argparse
+
+    from mpi4py import MPI
+
+    from executor.bench_allreduce import default_iterations, default_warmup, message_sizes, parse_bytes, run_allreduce_bench
+    from executor.measurement import write_json_atomic
+
+    ap = argparse.ArgumentParser(prog="executor.calibrate --allreduce-worker")
+    ap.add_argument("--allreduce-worker", action="store_true")
+    ap.add_argument("--algorithms", required=True)
+    ap.add_argument("--min-bytes", default="4")
+    ap.add_argument("--max-bytes", default="64M")
+    ap.add_argument("--factor", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-iterations", type=int, default=50)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(list(argv))
+    comm = MPI.COMM_WORLD
+    sizes = message_sizes(parse_bytes(a.min_bytes, "min_bytes"), parse_bytes(a.max_bytes, "max_bytes"), a.factor)
+    algs = [s.strip() for s in a.algorithms.split(",") if s.strip()]
+    rows: list[dict[str, Any]] = []
+    for rep in range(a.repeats):
+        for r in run_allreduce_bench(comm, sizes, algs,
+                                     iterations=lambda n: min(a.max_iterations, default_iterations(n)),
+                                     warmup=lambda n: min(5, default_warmup(n))):
+            r["repeat"] = rep
+            rows.append(r)
+    if comm.Get_rank() == 0:
+        write_json_atomic(a.out, {"benchmark": "allreduce", "ranks": comm.Get_size(), "repeats": a.repeats,
+                                  "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
+                                  "results": rows})
+    bad = [r for r in rows if r["correct"] is False]
+    if bad:
+        raise RuntimeError(f"wrong allreduce result: {bad[0]['algorithm']} at {bad[0]['nbytes']} bytes")
+    return 0
+
+
+# ==========================================================================================================
+# collective fits
+# ==========================================================================================================
+def closed_form_coefficients(algorithm: str, p, nbytes, ranks_per_node: int | None = None) -> np.ndarray:
+    """Coefficients ``(c_alpha, c_beta, c_gamma)`` of the closed form: ``T = c_a alpha + c_b beta + c_g gamma``
+    (every closed form of :mod:`perfmodel.collectives` is linear in the three). Shape (3, N) for arrays
+    ``p``, ``nbytes`` of shape (N,). Ranks are on one node (``ranks_per_node = p`` unless given)."""
+    from perfmodel.collectives import Fabric, NetParams, allreduce_time
+
+    p = np.atleast_1d(np.asarray(p, dtype=np.int64))
+    n = np.atleast_1d(np.asarray(nbytes, dtype=float))
+    p, n = np.broadcast_arrays(p, n)
+    out = np.empty((3, p.size))
+    for i, unit in enumerate(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))):
+        net = NetParams(*unit)
+        col = np.empty(p.size)
+        for pv in np.unique(p):
+            sel = p == pv
+            rpn = int(ranks_per_node or pv)
+            col[sel] = np.asarray(allreduce_time(algorithm, int(pv), n[sel], Fabric(net, net, ranks_per_node=rpn)))
+        out[i] = col
+    return out
+
+
+def _nnls_rel(A: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of ``A x = t`` on the relative error (rows scaled by 1 / t)."""
+    from scipy.optimize import nnls
+
+    w = 1.0 / np.asarray(t, dtype=float)
+    x, _ = nnls(A * w[:, None], np.ones_like(w))
+    return x
+
+
+def _residuals(pred: np.ndarray, t: np.ndarray) -> dict[str, float]:
+    rel = pred / t - 1.0
+    return {"rms_rel_err": float(np.sqrt(np.mean(rel ** 2))), "max_abs_rel_err": float(np.max(np.abs(rel)))}
+
+
+def fit_closed_form(algorithm: str, p, nbytes, time_s, gamma_s_per_B: float | None = None) -> dict[str, Any]:
+    """Fit ``alpha`` (s), ``beta`` (s/B) and, unless given, ``gamma`` (s/B) of ``algorithm``'s closed form to
+    measured allreduce times by non-negative least squares on the relative error.
+
+    With ``gamma_s_per_B`` given only alpha and beta are fitted (needed where the closed form depends on
+    beta and gamma through one combination: ring, halving-doubling). Exact for data generated by the closed
+    form. Raises ConfigError when fewer than 2 (3) distinct points are given.
+    """
+    p = np.atleast_1d(np.asarray(p, dtype=np.int64))
+    n = np.atleast_1d(np.asarray(nbytes, dtype=float))
+    t = np.atleast_1d(np.asarray(time_s, dtype=float))
+    if not (p.shape == n.shape == t.shape) or np.any(t <= 0) or np.any(p < 2):
+        raise ConfigError(SOURCE, "allreduce samples", algorithm, "need positive times at p >= 2 ranks, one per size")
+    C = closed_form_coefficients(algorithm, p, n)
+    need = 2 if gamma_s_per_B is not None else 3
+    if len(set(zip(p.tolist(), n.tolist()))) < need:
+        raise ConfigError(SOURCE, "allreduce samples", algorithm, f"need at least {need} distinct (p, size) points")
+    if gamma_s_per_B is not None:
+        g = float(gamma_s_per_B)
+        rest = t - C[2] * g
+        # the relative weighting keeps using the measured time
+        from scipy.optimize import nnls
+        w = 1.0 / t
+        x, _ = nnls(C[:2].T * w[:, None], rest * w)
+        alpha, beta, gamma = float(x[0]), float(x[1]), g
+    else:
+        alpha, beta, gamma = (float(v) for v in _nnls_rel(C.T, t))
+    pred = C[0] * alpha + C[1] * beta + C[2] * gamma
+    return {"alpha_s": alpha, "beta_s_per_B": beta, "gamma_s_per_B": gamma, "gamma_fixed": gamma_s_per_B is not None,
+            "ranks": sorted(set(p.tolist())), **_residuals(pred, t)}
+
+
+def fit_linear_profile(nbytes, time_s) -> dict[str, Any]:
+    """``time = alpha + beta * n`` by non-negative least squares on the relative error."""
+    n = np.atleast_1d(np.asarray(nbytes, dtype=float))
+    t = np.atleast_1d(np.asarray(time_s, dtype=float))
+    if n.size < 2 or np.any(t <= 0):
+        raise ConfigError(SOURCE, "allreduce samples", list(n), "need at least 2 sizes with positive times")
+    alpha, beta = (float(v) for v in _nnls_rel(np.stack([np.ones_like(n), n], axis=1), t))
+    return {"alpha_s": alpha, "beta_s_per_B": beta, **_residuals(alpha + beta * n, t)}
+
+
+def fit_collectives(rows: Sequence[Mapping[str, Any]], gamma_s_per_B: float | None) -> dict[str, Any]:
+    """Per algorithm: ``closed_form`` (for :data:`FIT_ALGORITHMS`) and ``profiles`` {p: fit} from typical
+    rows (``algorithm``, ``ranks``, ``nbytes``, ``time_s``)."""
+    out: dict[str, Any] = {}
+    algs = list(dict.fromkeys(r["algorithm"] for r in rows))
+    for alg in algs:
+        mine = [r for r in rows if r["algorithm"] == alg]
+        entry: dict[str, Any] = {"profiles": {}}
+        for p in sorted({int(r["ranks"]) for r in mine}):
+            at = sorted((r for r in mine if int(r["ranks"]) == p), key=lambda r: r["nbytes"])
+            entry["profiles"][p] = fit_linear_profile([r["nbytes"] for r in at], [r["time_s"] for r in at])
+        if alg in FIT_ALGORITHMS:
+            entry["closed_form"] = fit_closed_form(alg, [r["ranks"] for r in mine], [r["nbytes"] for r in mine],
+                                                   [r["time_s"] for r in mine], gamma_s_per_B)
+        out[alg] = entry
+    return out
+
+
+# ==========================================================================================================
+# compute fits
+# ==========================================================================================================
+def _probe_device(peak_flops: float, mem_bw_Bps: float, cores: int, layer_overhead_s: float = 0.0):
+    from hardware.specs import DeviceSpec, EfficiencyCurve, FrozenMap, MemorySpec
+
+    return DeviceSpec(id="calibration-probe", name="calibration probe", kind="cpu", cores=int(cores),
+                      clock_hz=1e9, peak_flops=FrozenMap(fp32=float(peak_flops)),
+                      memories=FrozenMap(dram=MemorySpec("dram", 2.0 ** 40, float(mem_bw_Bps))), memory_mode=None,
+                      efficiency=FrozenMap(fp32=EfficiencyCurve(0.5, 1.0)), sources=FrozenMap(),
+                      source_file="<calibration>", layer_overhead_s=float(layer_overhead_s))
+
+
+def model_rank_times(table, device, share: float, batch, curve) -> tuple[np.ndarray, np.ndarray]:
+    """Per-rank forward and backward seconds of ``table`` at per-rank ``batch`` (array) with ``share`` ranks
+    on ``device`` and efficiency ``curve``: exactly what :func:`perfmodel.predict.iteration_model` prices."""
+    from perfmodel.compute import layer_times, shared_layer_overhead_s
+
+    lt = layer_times(table, device, batch, "fp32", efficiency=curve, overhead_s=shared_layer_overhead_s(device, share))
+    k = max(1.0, float(share))
+    return lt.fwd_s.sum(axis=1) * k, lt.bwd_s.sum(axis=1) * k
+
+
+def fit_compute(points: Sequence[Mapping[str, Any]], peak_flops: float, mem_bw_Bps: float, cores: int,
+                max_batch_half: float = 4096.0, workload_factors: bool = True) -> dict[str, Any]:
+    """Fit one efficiency curve per sharing ``k`` and one per-layer overhead to measured model times, then
+    (``workload_factors``) one EMPIRICAL factor per workload and sharing: the geometric median of measured
+    over modelled step times (what :meth:`hardware.specs.DeviceSpec.workload_factor` applies).
+
+    Parameters
+    ----------
+    points : sequence of mapping
+        ``model``, ``share`` (ranks sharing the device), ``batch`` (per rank), ``forward_s``, ``backward_s``.
+    peak_flops, mem_bw_Bps : float
+        The device's peak FLOP/s and memory bandwidth (measured).
+    cores : int
+        The device's cores.
+
+    Returns
+    -------
+    dict
+        ``layer_overhead_s``, ``curves`` {k: {"eff_max", "batch_half"}}, ``workload_scale``
+        {k: {model: factor}}, ``points`` (each with the predicted times, with the factor, and the relative
+        error of the step with and without it), ``rms_rel_err`` / ``max_abs_rel_err`` (with the factors) and
+        ``generic_rms_rel_err`` / ``generic_max_abs_rel_err`` (without).
+    """
+    from scipy.optimize import least_squares
+
+    from hardware.specs import EfficiencyCurve
+    from perfmodel.workload import load_workload
+
+    pts = [dict(p) for p in points]
+    if not pts:
+        raise ConfigError(SOURCE, "compute samples", [], "no model times to fit")
+    shares = sorted({int(p["share"]) for p in pts})
+    tables = {m: load_workload(m) for m in {p["model"] for p in pts}}
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, p in enumerate(pts):
+        groups.setdefault((p["model"], int(p["share"])), []).append(i)
+    meas_f = np.array([p["forward_s"] for p in pts])
+    meas_b = np.array([p["backward_s"] for p in pts])
+
+    def unpack(x):
+        o = x[0] * 1e-6
+        return o, {k: (x[1 + 2 * j], math.exp(x[2 + 2 * j])) for j, k in enumerate(shares)}
+
+    def predict_all(x):
+        o, curves = unpack(x)
+        dev = _probe_device(peak_flops, mem_bw_Bps, cores, o)
+        pf, pb = np.empty(len(pts)), np.empty(len(pts))
+        for (m, k), idx in groups.items():
+            em, bh = curves[k]
+            f, b = model_rank_times(tables[m], dev, k, np.array([pts[i]["batch"] for i in idx], float),
+                                    EfficiencyCurve(em, bh))
+            pf[idx], pb[idx] = f, b
+        return pf, pb
+
+    def resid(x):
+        pf, pb = predict_all(x)
+        return np.concatenate([np.log(pf / meas_f), np.log(pb / meas_b)])
+
+    x0 = [20.0]
+    lo, hi = [0.0], [1e4]
+    for _ in shares:
+        x0 += [0.3, math.log(4.0)]
+        lo += [1e-3, math.log(1e-3)]
+        hi += [1.0, math.log(max_batch_half)]
+    sol = least_squares(resid, np.array(x0), bounds=(np.array(lo), np.array(hi)), x_scale="jac")
+    o, curves = unpack(sol.x)
+    pf, pb = predict_all(sol.x)
+    generic_err = (pf + pb) / (meas_f + meas_b) - 1.0
+    # EMPIRICAL per-workload factors: geometric median of measured / modelled step per (model, sharing)
+    factors: dict[int, dict[str, float]] = {}
+    for (m, k), idx in groups.items():
+        ratio = (meas_f[idx] + meas_b[idx]) / (pf[idx] + pb[idx])
+        factors.setdefault(k, {})[m] = float(np.exp(np.median(np.log(ratio)))) if workload_factors else 1.0
+    fac = np.array([factors[int(p["share"])][p["model"]] for p in pts])
+    step_err = (pf + pb) * fac / (meas_f + meas_b) - 1.0
+    for p, f, b, c, e, g in zip(pts, pf, pb, fac, step_err, generic_err):
+        p.update(predicted_forward_s=float(f * c), predicted_backward_s=float(b * c), workload_factor=float(c),
+                 step_rel_err=float(e), generic_step_rel_err=float(g))
+    return {"layer_overhead_s": float(o),
+            "curves": {k: {"eff_max": float(em), "batch_half": float(bh)} for k, (em, bh) in curves.items()},
+            "workload_scale": {k: dict(sorted(v.items())) for k, v in sorted(factors.items())},
+            "points": pts, "rms_rel_err": float(np.sqrt(np.mean(step_err ** 2))),
+            "max_abs_rel_err": float(np.max(np.abs(step_err))),
+            "generic_rms_rel_err": float(np.sqrt(np.mean(generic_err ** 2))),
+            "generic_max_abs_rel_err": float(np.max(np.abs(generic_err)))}
+
+
+def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_bw_Bps: float,
+                      efficiency: float = 0.5) -> dict[str, Any]:
+    """Per-kernel launch cost (s) that makes the optimizer cost models match measured ``step() +
+    zero_grad()`` times: ``measured = model(launch=0) + kernels * launch`` in least squares on the relative
+    error (clipped at 0). ``rows``: ``model``, ``optimizer``, ``step_s`` (one rank)."""
+    from perfmodel.optimizers import optimizer_cost
+    from perfmodel.workload import load_workload
+
+    if not rows:
+        return {"kernel_launch_s": 0.0, "rows": []}
+    base, kern, meas, out = [], [], [], []
+    for r in rows:
+        table = load_workload(r["model"])
+
+        def cost(launch: float) -> float:
+            return optimizer_cost(r["optimizer"], table, per_device_batch=2, ranks=1, peak_flops=peak_flops,
+                                  efficiency=efficiency, mem_bw_Bps=mem_bw_Bps, comm=lambda *a: 0.0,
+                                  options={"launch_overhead_s": launch}).total_s
+        c0 = cost(0.0)
+        base.append(c0)
+        kern.append(cost(1.0) - c0)
+        meas.append(float(r["step_s"]))
+    base, kern, meas = np.array(base), np.array(kern), np.array(meas)
+    w = 1.0 / meas
+    den = float(np.sum((kern * w) ** 2))
+    launch = max(0.0, float(np.sum(kern * w * (meas - base) * w) / den)) if den > 0 else 0.0
+    pred = base + kern * launch
+    for r, b, k, pr in zip(rows, base, kern, pred):
+        out.append({**r, "model_s": float(b), "kernels": float(k), "predicted_s": float(pr),
+                    "rel_err": float(pr / r["step_s"] - 1.0)})
+    return {"kernel_launch_s": launch, "rows": out, **_residuals(pred, meas)}
+
+
+def fit_bucketer(rows: Sequence[Mapping[str, Any]], mem_bw_Bps: float) -> dict[str, Any]:
+    """Fixed and per-layer cost of the gradient bucketer from measured overheads (``overhead_s``,
+    ``grad_layers``, ``param_bytes``), after the bucket copies (6 bytes moved per gradient byte at
+    ``mem_bw_Bps``). Non-negative least squares; one model gives the fixed cost only."""
+    from scipy.optimize import nnls
+
+    if not rows:
+        return {"bucketer_s": 0.0, "grad_hook_s": 0.0, "rows": []}
+    y = np.array([max(0.0, r["overhead_s"] - 6.0 * r["param_bytes"] / mem_bw_Bps) for r in rows])
+    L = np.array([float(r["grad_layers"]) for r in rows])
+    if len(set(L.tolist())) < 2:
+        fixed, per = float(np.median(y)), 0.0
+    else:
+        x, _ = nnls(np.stack([np.ones_like(L), L], axis=1), y)
+        fixed, per = float(x[0]), float(x[1])
+    out = [{**r, "copies_s": 6.0 * r["param_bytes"] / mem_bw_Bps,
+            "predicted_s": fixed + per * r["grad_layers"] + 6.0 * r["param_bytes"] / mem_bw_Bps} for r in rows]
+    return {"bucketer_s": fixed, "grad_hook_s": per, "rows": out}
+
+
+# ==========================================================================================================
+# the plan
+# ==========================================================================================================
+@dataclasses.dataclass(frozen=True)
+class CalibrationPlan:
+    """What to measure. ``compute_ranks``: rank counts sharing the machine for the compute curves;
+    ``model_batches``: per-rank batches per model (per rank count: a model missing at a rank count is
+    skipped there); ``allreduce_ranks``: rank counts of the allreduce benchmark."""
+
+    name: str
+    compute_ranks: tuple[int, ...]
+    model_batches: Mapping[str, tuple[int, ...]]
+    allreduce_ranks: tuple[int, ...]
+    algorithms: tuple[str, ...] = ("ring", "recursive_doubling", "halving_doubling", "hierarchical", "mpi")
+    min_bytes: int = 4
+    max_bytes: int = 64 << 20
+    factor: int = 4
+    allreduce_repeats: int = 3
+    max_iterations: int = 50
+    repeats: int = 7
+    gemm_n: int = 1024
+    memory_mb: int = 128
+    optimizer_models: tuple[str, ...] = ("resnet20", "tiny", "digits_cnn")
+    heavy_max_ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+FULL = CalibrationPlan(
+    name="full", compute_ranks=(1, 2, 4),
+    model_batches={"resnet20": (2, 4, 8, 16, 32), "resnet32": (2, 4, 8, 16), "tiny": (2, 4, 8, 16, 32),
+                   "digits_cnn": (2, 4, 8, 16, 32), "resnet18": (2, 4)},
+    allreduce_ranks=(2, 3, 4), heavy_max_ranks={"resnet18": 2})
+
+QUICK = CalibrationPlan(
+    name="quick", compute_ranks=(1, 2), model_batches={"resnet20": (2, 8), "tiny": (2, 8), "digits_cnn": (4,)},
+    allreduce_ranks=(2,), algorithms=("ring", "recursive_doubling", "mpi"), min_bytes=4, max_bytes=1 << 20,
+    factor=16, allreduce_repeats=2, max_iterations=10, repeats=5, gemm_n=512, memory_mb=32,
+    optimizer_models=("resnet20", "tiny"))
+
+
+# ==========================================================================================================
+# calibrate
+# ==========================================================================================================
+def _cpu_mhz() -> float | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("cpu mhz"):
+                return float(line.split(":")[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024 / 2 ** 30
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] | None = None,
+              timeout_s: float = 900.0) -> dict[str, Any]:
+    """Run the benchmarks of ``plan`` on this machine and fit every parameter (see the module docstring).
+
+    Returns a JSON-ready report: ``machine``, ``device`` (peak, bandwidth, curves, layer overhead),
+    ``compute_fit``, ``allreduce_fit``, ``overheads``, the raw benchmark documents (``raw``) and
+    ``elapsed_s``. :func:`write_spec` turns it into spec files.
+    """
+    say = progress or (lambda msg: None)
+    t_start = time.monotonic()
+    cores = os.cpu_count() or 1
+    date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    host = platform.node() or "unknown-host"
+    raw: dict[str, Any] = {"compute": {}, "allreduce": {}}
+
+    # ---- compute, one job per rank count ---------------------------------------------------------------
+    points: list[dict[str, Any]] = []
+    first = True
+    for k in plan.compute_ranks:
+        models = [m for m in plan.model_batches if k <= plan.heavy_max_ranks.get(m, k)]
+        mb = ";".join(f"{m}={','.join(map(str, plan.model_batches[m]))}" for m in models)
+        args = ["--models", ",".join(models), "--batches", "1", "--model-batches", mb, "--layer-batches", "none",
+                "--repeats", str(plan.repeats), "--gemm-n", str(plan.gemm_n), "--memory-mb", str(plan.memory_mb),
+                "--json", "--quiet"]
+        if first:
+            args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models)]
+        else:
+            args += ["--optimizers", "none", "--no-bucketer"]
+        say(f"bench compute: {k} rank(s) sharing {cores} cores, models {', '.join(models)}")
+        doc = run_benchmark("executor.bench_compute", args, k, timeout_s=timeout_s, progress=say)
+        raw["compute"][k] = doc
+        for r in doc["models"]:
+            points.append({"model": r["model"], "share": k, "batch": r["batch"], "forward_s": r["forward_s"],
+                           "backward_s": r["backward_s"], "step_s": r["step_s"],
+                           "spread_step_s": r["spread_step_s"]})
+        first = False
+    base = raw["compute"][plan.compute_ranks[0]]
+    if plan.compute_ranks[0] != 1:
+        raise ConfigError(SOURCE, "compute_ranks", list(plan.compute_ranks), "must start with 1 (the device's peak)")
+    peak = float(base["gemm"]["flops"])
+    peak64 = float(base["gemm_fp64"]["flops"])
+    mem_bw = float(base["memory"]["triad_Bps"])
+    gamma = float(base["reduce"]["gamma_s_per_B"])
+    say("fitting the efficiency curves and the per-layer overhead")
+    cfit = fit_compute(points, peak, mem_bw, cores)
+    opt_rows = list(base["optimizers"])
+    kfit = fit_kernel_launch(opt_rows, peak, mem_bw)
+    bfit = fit_bucketer(base["bucketer"], mem_bw)
+
+    # ---- allreduce ---------------------------------------------------------------------------------------
+    rows: list[dict[str, Any]] = []
+    for p in plan.allreduce_ranks:
+        say(f"bench allreduce: {p} ranks, {', '.join(plan.algorithms)}")
+        doc = run_allreduce_samples(p, plan.algorithms, plan.min_bytes, plan.max_bytes, factor=plan.factor,
+                                    repeats=plan.allreduce_repeats, max_iterations=plan.max_iterations,
+                                    timeout_s=timeout_s, progress=say)
+        raw["allreduce"][p] = doc
+        rows += doc["typical"]
+    say("fitting the allreduce models")
+    afit = fit_collectives(rows, gamma)
+
+    step_s = float(base.get("loop", {}).get("step_s", 0.0))
+    return {
+        "kind": "calibration", "plan": plan.name, "date": date, "host": host,
+        "machine": {"cpu_count": cores, "cpu_mhz": _cpu_mhz(), "mem_total_GiB": _mem_total_gib(),
+                    "platform": platform.platform(), "python": platform.python_version(),
+                    "torch": base.get("torch")},
+        "device": {"peak_flops_fp32": peak, "peak_flops_fp64": peak64, "memory_bw_Bps": mem_bw,
+                   "copy_bw_Bps": float(base["memory"]["copy_Bps"]), "reduce_gamma_s_per_B": gamma,
+                   "gemm_n": base["gemm"]["n"], "layer_overhead_s": cfit["layer_overhead_s"],
+                   "curves": cfit["curves"], "workload_scale": cfit["workload_scale"]},
+        "compute_fit": {k: cfit[k] for k in ("rms_rel_err", "max_abs_rel_err", "generic_rms_rel_err",
+                                             "generic_max_abs_rel_err", "points")},
+        "allreduce_fit": afit, "allreduce_samples": rows,
+        "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
+                      "kernel_launch_s": kfit["kernel_launch_s"], "optimizer_fit": kfit, "bucketer_fit": bfit},
+        "elapsed_s": time.monotonic() - t_start,
+        "raw": raw,
+    }
+
+
+# ==========================================================================================================
+# spec files
+# ==========================================================================================================
+def _f(x: float, digits: int = 6) -> str:
+    """A TOML float."""
+    x = float(x)
+    if not math.isfinite(x):
+        raise ValueError(f"not a finite number: {x}")
+    s = f"{x:.{digits}g}"
+    if "e" not in s and "." not in s and "inf" not in s:
+        s += ".0"
+    return s
+
+
+def _s(text: str) -> str:
+    """A TOML basic string."""
+    return json.dumps(str(text), ensure_ascii=True)
+
+
+def render_device_toml(report: Mapping[str, Any], device_id: str = "local-cpu") -> str:
+    """The calibrated device file (TOML text) of a :func:`calibrate` report."""
+    d, m = report["device"], report["machine"]
+    when = f"measured by perfmodel calibrate on {report['date']}, {report['host']}"
+    cores = int(m["cpu_count"])
+    mhz = m.get("cpu_mhz") or 1000.0
+    mem_gib = m.get("mem_total_GiB") or 1.0
+    curves = {int(k): v for k, v in d["curves"].items()}
+    base = curves[min(curves)]
+    lines = [
+        f"# Calibrated by `perfmodel calibrate` ({report['plan']}) on {report['date']} on {report['host']}.",
+        "# The device is this machine's CPU with all its cores; ranks of a run share it (see [shared_efficiency]).",
+        f"id = {_s(device_id)}",
+        f"name = {_s(f'Local CPU ({cores} cores, calibrated)')}",
+        'kind = "cpu"',
+        f"notes = {_s('calibrated: peak = GEMM with every core; efficiency fitted to whole-model training steps')}",
+        f"cores = {cores}",
+        f"clock_GHz = {_f(mhz / 1000.0, 5)}",
+        f"peak_tflops_fp32 = {_f(d['peak_flops_fp32'] / 1e12)}",
+        f"peak_tflops_fp64 = {_f(d['peak_flops_fp64'] / 1e12)}",
+        f"layer_overhead_us = {_f(d['layer_overhead_s'] * 1e6)}",
+        "",
+        "[memory.dram]",
+        f"capacity_GiB = {_f(mem_gib, 5)}",
+        f"bw_GBps = {_f(d['memory_bw_Bps'] / 1e9)}",
+        "",
+        "[efficiency.fp32]",
+        f"eff_max = {_f(base['eff_max'])}",
+        f"batch_half_images = {_f(base['batch_half'])}",
+    ]
+    for k in sorted(curves):
+        if k <= 1:
+            continue
+        lines += ["", f"[shared_efficiency.fp32.ranks_{k}]", f"eff_max = {_f(curves[k]['eff_max'])}",
+                  f"batch_half_images = {_f(curves[k]['batch_half'])}"]
+    scales = {int(k): v for k, v in (d.get("workload_scale") or {}).items()}
+    for k in sorted(scales):
+        lines += ["", f"[workload_scale.ranks_{k}]"] + [f"{m} = {_f(v, 4)}" for m, v in sorted(scales[k].items())]
+    fit = report["compute_fit"]
+    models = sorted({p["model"] for p in fit["points"]})
+    fitted = (f"{when}: least squares of log forward/backward times of {', '.join(models)} at several per-rank "
+              f"batches (step rms error {fit['generic_rms_rel_err']:.1%}, max {fit['generic_max_abs_rel_err']:.1%})")
+    src = {
+        "cores": f"{when}: os.cpu_count()",
+        "clock_GHz": f"{when}: /proc/cpuinfo 'cpu MHz' (nominal; the peak below is measured)",
+        "peak_tflops_fp32": f"{when}: fp32 GEMM n={d['gemm_n']} with {cores} threads (torch.mm, median of the "
+                            f"fastest half of the repetitions)",
+        "peak_tflops_fp64": f"{when}: fp64 GEMM with {cores} threads (torch.mm)",
+        "layer_overhead_us": f"{fitted}; per layer and pass",
+        "memory.dram.capacity_GiB": f"{when}: /proc/meminfo MemTotal",
+        "memory.dram.bw_GBps": f"{when}: STREAM-like triad on float32 arrays with {cores} threads",
+        "efficiency.fp32.eff_max": f"{fitted}; one rank with {cores} threads",
+        "efficiency.fp32.batch_half_images": f"{fitted}; one rank with {cores} threads",
+    }
+    for k in sorted(curves):
+        if k > 1:
+            for key in ("eff_max", "batch_half_images"):
+                src[f"shared_efficiency.fp32.ranks_{k}.{key}"] = (f"{fitted}; {k} ranks at once with "
+                                                                  f"{max(1, cores // k)} thread(s) each")
+    for k in sorted(scales):
+        for m in sorted(scales[k]):
+            src[f"workload_scale.ranks_{k}.{m}"] = (
+                f"{when}: EMPIRICAL factor, geometric median of measured / modelled step times of {m} with {k} "
+                f"rank(s) sharing the CPU (with it: step rms error {fit['rms_rel_err']:.1%}, max "
+                f"{fit['max_abs_rel_err']:.1%})")
+    lines += ["", "[sources]"] + [f"{_s(k)} = {_s(v)}" for k, v in src.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: str = "local") -> str:
+    """The calibrated system file (TOML text) of a :func:`calibrate` report, referring to ``device_ref``."""
+    m, ov = report["machine"], report["overheads"]
+    when = f"measured by perfmodel calibrate on {report['date']}, {report['host']}"
+    mem_gib = m.get("mem_total_GiB") or 1.0
+    afit = report["allreduce_fit"]
+    # intra-node link (used only for algorithms without a calibration): from the 2-rank ring profile
+    ring2 = afit.get("ring", {}).get("profiles", {}).get(2) or next(
+        (e["profiles"][p] for e in afit.values() for p in sorted(e["profiles"])), None)
+    lat_us = ring2["alpha_s"] / 2 * 1e6 if ring2 else 1.0
+    link = (1e-9 / ring2["beta_s_per_B"]) if ring2 and ring2["beta_s_per_B"] > 0 else 10.0
+    lines = [
+        f"# Calibrated by `perfmodel calibrate` ({report['plan']}) on {report['date']} on {report['host']}.",
+        "# One node; its CPU is one device shared by the ranks of a run. [calibration] holds the measured",
+        "# allreduce costs (preferred by the predictor over the link parameters) and the executor's overheads.",
+        f"id = {_s(system_id)}",
+        f"name = {_s('This machine (' + str(report['host']) + ', calibrated)')}",
+        f"notes = {_s('calibrated by perfmodel calibrate; see [calibration]')}",
+        "max_nodes = 1",
+        "",
+        "[node]",
+        f"device = {_s(device_ref)}",
+        "devices_per_node = 1",
+        "nics_per_node = 1",
+        f"host_memory_GiB = {_f(mem_gib, 5)}",
+        "",
+        "[node.intra]",
+        'kind = "shared-memory"',
+        f"link_GBps = {_f(max(link, 1e-3))}",
+        f"latency_us = {_f(max(lat_us, 0.0))}",
+        "",
+        "[network]",
+        'fabric = "loopback"',
+        "link_Gbps = 40",
+        "latency_us = 10.0",
+        "",
+        "[network.topology]",
+        'kind = "single-switch"',
+        "ports = 1",
+        "",
+        "[calibration]",
+        f"date = {_s(report['date'])}",
+        f"host = {_s(report['host'])}",
+        f"notes = {_s('plan ' + report['plan'] + '; allreduce: typical of repeated OSU-style blocks; fits on the relative error')}",
+    ]
+    src: dict[str, str] = {
+        "max_nodes": "this machine is one node",
+        "node.devices_per_node": "the CPU with all its cores is one device; ranks share it",
+        "node.nics_per_node": "loopback only (one node)",
+        "node.host_memory_GiB": f"{when}: /proc/meminfo MemTotal",
+        "node.intra.link_GBps": f"{when}: 1 / beta of the 2-rank ring allreduce profile (used only for algorithms "
+                                "without a calibration)",
+        "node.intra.latency_us": f"{when}: half the alpha of the 2-rank ring allreduce profile",
+        "network.link_Gbps": "unused: one node (loopback placeholder)",
+        "network.latency_us": "unused: one node (loopback placeholder)",
+        "network.topology.ports": "one node",
+    }
+    for alg, e in afit.items():
+        cf = e.get("closed_form")
+        if cf:
+            lines += ["", f"[calibration.allreduce.{alg}]", f"alpha_us = {_f(cf['alpha_s'] * 1e6)}",
+                      f"beta_ns_per_B = {_f(cf['beta_s_per_B'] * 1e9)}",
+                      f"gamma_ns_per_B = {_f(cf['gamma_s_per_B'] * 1e9)}"]
+            how = (f"{when}, ranks {','.join(map(str, cf['ranks']))}: least squares of the {alg} closed form on the "
+                   f"relative error (rms {cf['rms_rel_err']:.1%}, max {cf['max_abs_rel_err']:.1%})")
+            src[f"calibration.allreduce.{alg}.alpha_us"] = how
+            src[f"calibration.allreduce.{alg}.beta_ns_per_B"] = how
+            src[f"calibration.allreduce.{alg}.gamma_ns_per_B"] = (
+                f"{when}: reduction cost per byte of numpy.add on float32 (fixed in the fit)" if cf["gamma_fixed"]
+                else how)
+    for alg, e in afit.items():
+        for p, prof in sorted(e["profiles"].items(), key=lambda kv: int(kv[0])):
+            if int(p) < 2:
+                continue
+            key = f"calibration.allreduce_measured.{alg}.ranks_{int(p)}"
+            lines += ["", f"[{key}]", f"alpha_us = {_f(prof['alpha_s'] * 1e6)}",
+                      f"beta_ns_per_B = {_f(prof['beta_s_per_B'] * 1e9)}"]
+            how = (f"{when}, {int(p)} ranks: alpha + beta n fitted to bench allreduce (rms {prof['rms_rel_err']:.1%}, "
+                   f"max {prof['max_abs_rel_err']:.1%})")
+            src[f"{key}.alpha_us"] = how
+            src[f"{key}.beta_ns_per_B"] = how
+    lines += ["", "[calibration.overheads]", f"step_us = {_f(ov['step_s'] * 1e6)}",
+              f"bucketer_us = {_f(ov['bucketer_s'] * 1e6)}", f"grad_hook_us = {_f(ov['grad_hook_s'] * 1e6)}",
+              f"kernel_launch_us = {_f(ov['kernel_launch_s'] * 1e6)}"]
+    src["calibration.overheads.step_us"] = f"{when}: the executor's batch fetch and loop bookkeeping per step"
+    bm = ", ".join(sorted({r["model"] for r in ov["bucketer_fit"]["rows"]})) or "none"
+    src["calibration.overheads.bucketer_us"] = (f"{when}: gradient bucketer (null engine) overhead on {bm}, less the "
+                                                "bucket copies at the triad bandwidth; fixed part (EMPIRICAL)")
+    src["calibration.overheads.grad_hook_us"] = (f"{when}: gradient bucketer overhead on {bm}; per parameterised "
+                                                 "layer (EMPIRICAL)")
+    om = ", ".join(sorted({f"{r['optimizer']}/{r['model']}" for r in ov["optimizer_fit"]["rows"]})) or "none"
+    src["calibration.overheads.kernel_launch_us"] = (f"{when}: optimizer step() + zero_grad() of {om} against the "
+                                                     "optimizer cost models; per kernel (EMPIRICAL)")
+    lines += ["", "[sources]"] + [f"{_s(k)} = {_s(v)}" for k, v in src.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_spec(report: Mapping[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the calibrated system file ``out`` and its device file ``<stem>-cpu.toml`` next to it,
+    atomically: both are rendered into a temporary folder beside ``out``, loaded and validated there,
+    then moved into place (device first). Returns (system path, device path)."""
+    from hardware.catalog import load_system
+
+    out = Path(out).expanduser()
+    if out.suffix != ".toml":
+        raise ConfigError("--out", "out", str(out), "the spec file name must end in .toml")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dev_name = f"{out.stem}-cpu.toml"
+    sys_text = render_system_toml(report, dev_name, system_id=re.sub(r"[^A-Za-z0-9._-]", "-", out.stem) or "local")
+    dev_text = render_device_toml(report, device_id=f"{out.stem}-cpu")
+    tmp = Path(tempfile.mkdtemp(prefix=".calibrate-", dir=out.parent))
+    try:
+        (tmp / dev_name).write_text(dev_text, encoding="utf-8")
+        (tmp / out.name).write_text(sys_text, encoding="utf-8")
+        load_system(tmp / out.name)  # validates both files
+        for name in (dev_name, out.name):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp / dev_name, out.parent / dev_name)
+        os.replace(tmp / out.name, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, out.parent / dev_name
+
+
+if __name__ == "__main__":
+    if "--allreduce-worker" in sys.argv[1:]:
+        from executor.mpi_utils import run_guarded
+        sys.exit(run_guarded(_allreduce_worker, sys.argv[1:]))
+    print("usage: perfmodel calibrate [--quick] [--out FILE.toml]  (this module is the library)", file=sys.stderr)
+    sys.exit(2)
