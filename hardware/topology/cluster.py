@@ -18,6 +18,9 @@ Routing (family ``"cluster"``)
 ------------------------------
 Between devices of one node: the node graph's own routing (never through the NIC). Between nodes:
 device -> its NIC -> the network's routing -> the destination's NIC -> device.
+:func:`spread_flow_classes` (the routing engine's fast path for a step of flows) prices the node-graph
+and network parts on those graphs' own engines -- a network route once per pair of NICs, whatever the
+devices behind them -- and maps their edges onto the cluster's.
 
 Closed forms
 ------------
@@ -38,13 +41,14 @@ import inspect
 from typing import Any, Hashable, Mapping
 
 import networkx as nx
+import numpy as np
 
 from hardware.errors import SpecError
 from hardware.topology import routing as _routing
 from hardware.topology._common import add_link, check_bw, check_int, check_latency, endpoints, finish_graph, new_graph
 from hardware.topology.bisection import max_flow_bandwidth
 
-__all__ = ["cluster_with_nodes", "single_device", "route_static", "route_spread", "KIND"]
+__all__ = ["cluster_with_nodes", "single_device", "route_static", "route_spread", "spread_flow_classes", "KIND"]
 
 KIND = "cluster"
 _SOURCE = f"topology:{KIND}"
@@ -233,3 +237,80 @@ def route_spread(G: nx.Graph, src: Hashable, dst: Hashable) -> list[tuple[Edge, 
     mp = G.graph["_net_map"]
     mid = [((mp.get(u, u), mp.get(v, v)), f) for (u, v), f in _routing.route_fractions(G.graph["_network"], a, b, "spread")]
     return [((src, nic_s), 1.0), *mid, ((nic_d, dst), 1.0)]
+
+
+class _Tables:
+    """Per cluster node id ``x``: ``node[x]`` its node number (-1 off the nodes), ``local[x]`` its id in
+    the node graph's index, ``net_ep[x]`` the network-index id of its NIC's network endpoint,
+    ``up[x]`` / ``down[x]`` the edge ids device -> NIC / NIC -> device; ``net_map[e]`` the cluster edge id
+    of network edge ``e``; ``intra_map[n, e]`` the cluster edge id of node-graph edge ``e`` in node ``n``."""
+
+    def __init__(self, G: nx.Graph, ix) -> None:
+        self.node_graph, self.net = G.graph["_node_graph"], G.graph["_network"]
+        gix, nix = _routing._index(self.node_graph), _routing._index(self.net)
+        self.gix, self.nix = gix, nix
+        nics = G.graph["nics_per_node"]
+        n_nodes = G.graph["n_nodes"]
+        net_eps = G.graph["_net_endpoints"]
+        mp = G.graph["_net_map"]
+        eid, nid = ix.edge_id, ix.node_id
+        N = len(ix.nodes)
+        self.node = np.full(N, -1, dtype=np.int64)
+        self.local = np.full(N, -1, dtype=np.int64)
+        self.net_ep = np.full(N, -1, dtype=np.int64)
+        self.up = np.full(N, -1, dtype=np.int64)
+        self.down = np.full(N, -1, dtype=np.int64)
+        for x in G.graph["endpoints"]:
+            i = nid[x]
+            k = G.nodes[x]["nic"]
+            nic = (x[0], ("nic", k))
+            self.node[i] = x[0]
+            self.local[i] = gix.node_id[x[1]]
+            self.net_ep[i] = nix.node_id[net_eps[x[0] * nics + k]]
+            self.up[i] = eid[(x, nic)]
+            self.down[i] = eid[(nic, x)]
+        self.net_map = np.fromiter((eid[(mp.get(u, u), mp.get(v, v))] for u, v in nix.edges), dtype=np.int64,
+                                   count=len(nix.edges))
+        self.intra_map = np.array([[eid[((n, u), (n, v))] for u, v in gix.edges] for n in range(n_nodes)],
+                                  dtype=np.int64).reshape(n_nodes, len(gix.edges))
+        # the sub-graphs' latencies must be the cluster's (an in-place edit of the cluster's): else per pair
+        ok = np.array_equal(ix.lat[self.net_map], nix.lat, equal_nan=True) and \
+            np.array_equal(ix.lat[self.intra_map], np.broadcast_to(gix.lat, self.intra_map.shape), equal_nan=True)
+        if not ok:
+            raise KeyError("latency")
+
+
+def _tables(G: nx.Graph, ix) -> _Tables | None:
+    if "cluster" not in ix.tables:
+        try:
+            ix.tables["cluster"] = _Tables(G, ix)
+        except (KeyError, TypeError, IndexError):
+            ix.tables["cluster"] = None
+    return ix.tables["cluster"]
+
+
+def spread_flow_classes(G: nx.Graph, ix, src: np.ndarray, dst: np.ndarray) -> list | None:
+    """The spread routes of the flows ``src[f] -> dst[f]`` (endpoint node ids of the routing engine's
+    index ``ix``, ``src != dst``) as flow classes of :mod:`hardware.topology.routing`: the node graph's
+    classes for flows inside a node, and NIC edge + the network's classes + NIC edge between nodes --
+    the same edges, fractions and latencies as :func:`route_spread`."""
+    t = _tables(G, ix)
+    if t is None:
+        return None
+    ns, nd = t.node[src], t.node[dst]
+    same = ns == nd
+    out = []
+    fi = np.flatnonzero(same)
+    if fi.size:
+        for c in _routing._flow_classes(t.node_graph, t.gix, t.local[src[fi]], t.local[dst[fi]], "spread"):
+            flows = fi[c.flows]
+            node_of = ns[flows]
+            out.append(_routing._FlowClass(flows, [_routing._map_part(p, t.intra_map, node_of) for p in c.parts]))
+    fo = np.flatnonzero(~same) if fi.size else np.arange(src.size, dtype=np.int64)
+    if fo.size:
+        for c in _routing._flow_classes(t.net, t.nix, t.net_ep[src[fo]], t.net_ep[dst[fo]], "spread"):
+            flows = fo[c.flows]
+            parts = [_routing._Direct(t.up[src[flows]]), *(_routing._map_part(p, t.net_map) for p in c.parts),
+                     _routing._Direct(t.down[dst[flows]])]
+            out.append(_routing._FlowClass(flows, parts))
+    return out

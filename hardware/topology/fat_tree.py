@@ -42,12 +42,16 @@ Routing
   the down path is then unique.
 - spread (:func:`route_spread`, the default of the load functions): each flow splits evenly over all
   up ports (ECMP / adaptive routing as a fluid model), so all U spine paths carry ``1 / U`` of it.
+  :func:`spread_flow_classes` is the same route in closed form for a whole step of flows (the routing
+  engine's fast path): endpoint -> leaf and leaf -> endpoint links one per flow, and the leaf -> spine(s)
+  -> leaf spread once per distinct pair of leaves.
 """
 from __future__ import annotations
 
 from typing import Any, Hashable
 
 import networkx as nx
+import numpy as np
 
 from hardware.errors import SpecError
 from hardware.topology._common import (
@@ -60,7 +64,7 @@ from hardware.topology._common import (
     source_of,
 )
 
-__all__ = ["fat_tree", "route_static", "route_spread", "KIND"]
+__all__ = ["fat_tree", "route_static", "route_spread", "spread_flow_classes", "KIND"]
 
 KIND = "fat-tree"
 
@@ -259,4 +263,104 @@ def route_spread(G: nx.Graph, src: int, dst: int) -> list[tuple[Edge, float]]:
                 out.append(((As, C), fc))
                 out.append(((C, Ad), fc))
     out.append(((Ld, dst), 1.0))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# closed-form spread routes for the routing engine's fast path
+
+class _Tables:
+    """Edge ids of a fat tree by position: ``up[x]`` / ``down[x]`` endpoint (node id x) <-> its leaf,
+    ``leaf[x]`` its leaf; two levels (or the pod level): ``lu[i, j]`` leaf i -> spine / aggregation j of
+    its pod, ``dl[j, k]`` spine / aggregation j of leaf k's pod -> leaf k; three levels: ``ac[p, j, c]``
+    aggregation (p, j) -> core (j, c), ``ca[j, c, p]`` core (j, c) -> aggregation (p, j)."""
+
+    def __init__(self, G: nx.Graph, ix) -> None:
+        levels, E, U, lpp, U2 = _layout(G)
+        n = G.graph["n_endpoints"]
+        n_leaves = -(-n // E)
+        eid, nid = ix.edge_id, ix.node_id
+        N = len(ix.nodes)
+        self.levels, self.U, self.U2, self.lpp, self.n_leaves = levels, U, U2, lpp, n_leaves
+        self.leaf = np.full(N, -1, dtype=np.int64)
+        self.up = np.full(N, -1, dtype=np.int64)
+        self.down = np.full(N, -1, dtype=np.int64)
+        for e in range(n):
+            x, L = nid[e], ("leaf", e // E)
+            self.leaf[x] = e // E
+            self.up[x] = eid[(e, L)]
+            self.down[x] = eid[(L, e)]
+
+        def mid(i: int, j: int) -> Hashable:
+            return ("spine", j) if levels == 2 else ("agg", i // lpp, j)
+
+        self.lu = np.array([[eid[(("leaf", i), mid(i, j))] for j in range(U)] for i in range(n_leaves)],
+                           dtype=np.int64).reshape(n_leaves, U)
+        self.dl = np.array([[eid[(mid(k, j), ("leaf", k))] for k in range(n_leaves)] for j in range(U)],
+                           dtype=np.int64).reshape(U, n_leaves)
+        if levels == 3:
+            n_pods = -(-n_leaves // lpp)
+            self.ac = np.array([[[eid[(("agg", p, j), ("core", j, c))] for c in range(U2)] for j in range(U)]
+                                for p in range(n_pods)], dtype=np.int64).reshape(n_pods, U, U2)
+            self.ca = np.array([[[eid[(("core", j, c), ("agg", p, j))] for p in range(n_pods)] for c in range(U2)]
+                                for j in range(U)], dtype=np.int64).reshape(U, U2, n_pods)
+
+
+def _tables(G: nx.Graph, ix) -> _Tables | None:
+    if "fat-tree" not in ix.tables:
+        try:
+            ix.tables["fat-tree"] = _Tables(G, ix)
+        except (KeyError, TypeError):  # not the builder's wiring (edited in place): per-pair routes
+            ix.tables["fat-tree"] = None
+    return ix.tables["fat-tree"]
+
+
+def spread_flow_classes(G: nx.Graph, ix, src: np.ndarray, dst: np.ndarray) -> list | None:
+    """The spread routes of the flows ``src[f] -> dst[f]`` (endpoint node ids of the routing engine's
+    index ``ix``, ``src != dst``) as flow classes of :mod:`hardware.topology.routing`: the same edges,
+    fractions and latencies as :func:`route_spread`, with the switch part computed once per leaf pair."""
+    from hardware.topology.routing import _Direct, _FlowClass, _Seg
+
+    t = _tables(G, ix)
+    if t is None:
+        return None
+    lat = ix.lat
+    ls, ld = t.leaf[src], t.leaf[dst]
+    out = []
+    same = ls == ld
+    fi = np.flatnonzero(same)
+    if fi.size:
+        out.append(_FlowClass(fi, [_Direct(t.up[src[fi]]), _Direct(t.down[dst[fi]])]))
+    if fi.size == src.size:
+        return out
+    U, f = t.U, 1.0 / t.U
+    if t.levels == 2:
+        groups = [np.flatnonzero(~same)]
+    else:
+        ps, pd = ls // t.lpp, ld // t.lpp
+        groups = [np.flatnonzero(~same & (ps == pd)), np.flatnonzero(ps != pd)]
+    for g, fl in enumerate(groups):
+        if fl.size == 0:
+            continue
+        uk, inv = np.unique(ls[fl] * t.n_leaves + ld[fl], return_inverse=True)
+        a, b = uk // t.n_leaves, uk % t.n_leaves
+        up, down = t.lu[a], t.dl[:, b].T                                   # (M, U) each
+        if g == 0:  # leaf -> spine / aggregation j -> leaf, 1/U each
+            edge = np.concatenate([up, down], axis=1)
+            frac = np.full(edge.shape, f)
+            seg_lat = (lat[up] + lat[down]).max(axis=1)
+        else:       # leaf -> agg j -> core (j, c) -> agg j -> leaf: 1/U below the cores, 1/(U U2) through them
+            U2 = t.U2
+            fc = f / U2
+            pa, pb = a // t.lpp, b // t.lpp
+            ac = t.ac[pa]                                                   # (M, U, U2)
+            ca = np.moveaxis(t.ca[:, :, pb], 2, 0)                          # (M, U, U2)
+            M = uk.size
+            edge = np.concatenate([up, down, ac.reshape(M, U * U2), ca.reshape(M, U * U2)], axis=1)
+            frac = np.concatenate([np.full((M, 2 * U), f), np.full((M, 2 * U * U2), fc)], axis=1)
+            seg_lat = (lat[up][:, :, None] + lat[ac] + lat[ca] + lat[down][:, :, None]).reshape(M, U * U2).max(axis=1)
+        width = edge.shape[1]
+        indptr = np.arange(uk.size + 1, dtype=np.int64) * width
+        seg = _Seg(indptr, edge.reshape(-1), frac.reshape(-1), seg_lat, inv.reshape(-1))
+        out.append(_FlowClass(fl, [_Direct(t.up[src[fl]]), seg, _Direct(t.down[dst[fl]])]))
     return out

@@ -34,14 +34,39 @@ collective patterns this is used for). A flow from an endpoint to itself crosses
 Caching: routes and their latencies are computed once per (graph, src, dst) and kept in
 ``G.graph["_routes"]`` (a copy made with ``G.copy()`` starts its own cache). Bandwidths are read fresh on
 every call; after editing the structure or ``latency_s`` of a graph in place, call :func:`clear_routes`.
+
+Fast engine (what :func:`link_loads` and :func:`max_flow_time` run)
+-------------------------------------------------------------------
+A step of thousands of flows is priced with numpy, not flow by flow. Each graph gets an index
+(``G.graph["_fast"]``: integer ids of its nodes and directed edges, the edges' latencies, route tables;
+dropped by :func:`clear_routes`, rebuilt for a copy). The flows are split into *classes*; the routes of
+a class are a series of *parts* (the route of a flow is the concatenation of its parts, each joined to
+the next at one node, so its latency is the sum of the parts' and its bottleneck the max of theirs):
+
+- a direct part: one edge per flow with fraction 1 (device -> NIC, endpoint -> leaf);
+- a segment part: a table of sub-routes (CSR: edge ids, fractions, longest-path latency) shared by the
+  flows that use them (a fat tree's leaf -> spines -> leaf spread for each leaf pair; a network route
+  for each NIC pair; a node-graph route for each device pair).
+
+Loads are one ``np.bincount`` over the parts (a shared segment weighted by the number of its flows);
+then ``time(n) = max_f [latency_f + n * max_{e in f} load_e / bw_e]`` per flow, as above. Families
+provide ``spread_flow_classes(G, index, src, dst)`` for the closed form of their spread routes (fat tree:
+per leaf pair; cluster: the node graph's and the network's classes, mapped onto the cluster's edges, so a
+route between two NICs is computed once for all the devices behind them); every other case (static
+routing, the other families) uses the cached per-pair routes above as one segment part over the step's
+distinct pairs. The results equal the per-flow computation up to the order of floating-point sums
+(checked to 1e-12 relative in tests/test_routing_speed.py against a verbatim copy of it). Any error falls
+back to the per-flow code, so the first bad pair (in order) raises the same SpecError as before.
 """
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections import deque
-from typing import Hashable, Iterable
+from typing import Hashable, Iterable, Sequence
 
 import networkx as nx
+import numpy as np
 
 from hardware.errors import SpecError
 
@@ -73,9 +98,10 @@ def _source(G: nx.Graph) -> str:
 
 
 def clear_routes(G: nx.Graph) -> None:
-    """Drop the cached routes (and breadth-first trees) of ``G``."""
+    """Drop the cached routes (and breadth-first trees, and the fast engine's index) of ``G``."""
     G.graph.pop("_routes", None)
     G.graph.pop("_bfs", None)
+    G.graph.pop("_fast", None)
 
 
 def _cache(G: nx.Graph) -> dict[str, dict]:
@@ -299,17 +325,11 @@ def link_loads(G: nx.Graph, pairs: Iterable[tuple[Hashable, Hashable]], routing:
     is split over several paths. Links that carry nothing are absent.
     """
     _check_routing(G, routing)
-    loads: dict[Edge, float] = {}
-    get = loads.get
-    if routing == "static":
-        for s, d in pairs:
-            for e in _static(G, s, d)[0]:
-                loads[e] = get(e, 0.0) + 1.0
-    else:
-        for s, d in pairs:
-            for e, f in _spread(G, s, d)[0]:
-                loads[e] = get(e, 0.0) + f
-    return loads
+    priced = _price_pairs(G, list(pairs), routing)
+    if priced is None:
+        return {}
+    edges = priced.index.edges
+    return {edges[e]: x for e, x in zip(priced.used.tolist(), priced.loads[priced.used].tolist())}
 
 
 def max_flow_time(
@@ -326,19 +346,300 @@ def max_flow_time(
     _check_routing(G, routing)
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or not nbytes >= 0 or nbytes == float("inf"):
         raise SpecError(_source(G), "nbytes", nbytes, "must be a finite number >= 0")
-    pairs = list(pairs)
-    loads = link_loads(G, pairs, routing)
-    adj = G.adj
-    ratio = {e: load / adj[e[0]][e[1]]["bw_Bps"] for e, load in loads.items()}
-    worst = 0.0
+    priced = _price_pairs(G, list(pairs), routing)
+    return 0.0 if priced is None else priced.time(nbytes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# fast engine (see the module docstring): integer index, flow classes, numpy pricing
+
+class _Index:
+    """Integer ids of the nodes and directed edges of one graph, the edges' latencies (read when the
+    index is built) and the engine's route tables."""
+
+    __slots__ = ("owner", "nodes", "node_id", "edges", "edge_id", "edge_data", "lat", "is_endpoint",
+                 "pair_routes", "tables", "__weakref__")
+
+    def __init__(self, G: nx.Graph):
+        self.owner = weakref.ref(G)
+        self.nodes = list(G.nodes)
+        self.node_id = {n: i for i, n in enumerate(self.nodes)}
+        kinds = G.nodes(data="kind")
+        self.is_endpoint = np.fromiter((k == "endpoint" for _, k in kinds), dtype=bool, count=len(self.nodes))
+        edges: list[Edge] = []
+        data: list[dict] = []
+        for u, nbrs in G.adj.items():
+            for v, d in nbrs.items():
+                edges.append((u, v))
+                data.append(d)
+        self.edges = edges
+        self.edge_id = {e: i for i, e in enumerate(edges)}
+        self.edge_data = data
+        self.lat = np.fromiter((d.get("latency_s", np.nan) for d in data), dtype=float, count=len(data))
+        self.pair_routes: dict[str, dict[int, tuple[np.ndarray, np.ndarray, float]]] = {"spread": {}, "static": {}}
+        self.tables: dict[str, object] = {}  # family tables (spread_flow_classes), None = not applicable
+
+
+def _index(G: nx.Graph) -> _Index:
+    """The fast engine's index of ``G`` (built on first use; a copy of ``G`` builds its own)."""
+    ix = G.graph.get("_fast")
+    if ix is None or ix.owner() is not G:
+        ix = _Index(G)
+        G.graph["_fast"] = ix
+    return ix
+
+
+class _Direct:
+    """A part of one edge per flow (fraction 1): ``edge[f]`` is the edge id of flow ``f`` of the class."""
+
+    __slots__ = ("edge",)
+
+    def __init__(self, edge: np.ndarray):
+        self.edge = edge
+
+
+class _Seg:
+    """A part made of shared sub-routes: segment ``k`` crosses ``edge[indptr[k]:indptr[k+1]]`` with
+    fractions ``frac[...]`` and has longest-path latency ``lat[k]``; flow ``f`` of the class uses segment
+    ``which[f]`` (``which`` None: segment ``f``). Segments are never empty."""
+
+    __slots__ = ("indptr", "edge", "frac", "lat", "which")
+
+    def __init__(self, indptr: np.ndarray, edge: np.ndarray, frac: np.ndarray, lat: np.ndarray,
+                 which: np.ndarray | None):
+        self.indptr, self.edge, self.frac, self.lat, self.which = indptr, edge, frac, lat, which
+
+
+class _FlowClass:
+    """Flows ``flows`` (indices into the arrays given to the class builder) and the parts of their
+    routes, in order from source to destination."""
+
+    __slots__ = ("flows", "parts")
+
+    def __init__(self, flows: np.ndarray, parts: list):
+        self.flows, self.parts = flows, parts
+
+
+def _csr_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of the entries of CSR ``rows`` (in that order): ``(new indptr, positions, lengths)``."""
+    starts = indptr[rows]
+    lens = indptr[rows + 1] - starts
+    new = np.zeros(rows.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=new[1:])
+    pos = np.arange(new[-1], dtype=np.int64) - np.repeat(new[:-1] - starts, lens)
+    return new, pos, lens
+
+
+def _map_part(part, edge_map: np.ndarray, per_flow: np.ndarray | None = None):
+    """``part`` with its edge ids translated: ``edge_map[e]`` (a sub-graph shared by all flows) or, with
+    ``per_flow``, ``edge_map[per_flow[f], e]`` (a sub-graph copied per node: segments become per flow)."""
+    if isinstance(part, _Direct):
+        return _Direct(edge_map[part.edge] if per_flow is None else edge_map[per_flow, part.edge])
+    if per_flow is None:
+        return _Seg(part.indptr, edge_map[part.edge], part.frac, part.lat, part.which)
+    rows = np.arange(per_flow.size, dtype=np.int64) if part.which is None else part.which
+    indptr, pos, lens = _csr_rows(part.indptr, rows)
+    return _Seg(indptr, edge_map[np.repeat(per_flow, lens), part.edge[pos]], part.frac[pos], part.lat[rows], None)
+
+
+def _pair_arrays(G: nx.Graph, ix: _Index, src: Hashable, dst: Hashable,
+                 routing: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """The cached per-pair route of ``src -> dst`` as (edge ids, fractions, latency)."""
+    eid = ix.edge_id
+    if routing == "static":
+        edges, lat = _static(G, src, dst)
+        return (np.fromiter((eid[e] for e in edges), dtype=np.int64, count=len(edges)),
+                np.ones(len(edges)), lat)
+    items, lat = _spread(G, src, dst)
+    return (np.fromiter((eid[e] for e, _ in items), dtype=np.int64, count=len(items)),
+            np.fromiter((f for _, f in items), dtype=float, count=len(items)), lat)
+
+
+def _pair_classes(G: nx.Graph, ix: _Index, src: np.ndarray, dst: np.ndarray, routing: str) -> list[_FlowClass]:
+    """One class: a segment part over the distinct (src, dst) pairs, from the per-pair routes."""
+    n = len(ix.nodes)
+    uk, inv = np.unique(src * n + dst, return_inverse=True)
+    routes = ix.pair_routes[routing]
+    nodes = ix.nodes
+    edges, fracs = [], []
+    lat = np.empty(uk.size)
+    lens = np.empty(uk.size, dtype=np.int64)
+    for i, k in enumerate(uk.tolist()):
+        r = routes.get(k)
+        if r is None:
+            a, b = divmod(k, n)
+            r = routes[k] = _pair_arrays(G, ix, nodes[a], nodes[b], routing)
+        edges.append(r[0])
+        fracs.append(r[1])
+        lat[i] = r[2]
+        lens[i] = r[0].size
+    indptr = np.zeros(uk.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    seg = _Seg(indptr, np.concatenate(edges), np.concatenate(fracs), lat, inv.reshape(-1))
+    return [_FlowClass(np.arange(src.size, dtype=np.int64), [seg])]
+
+
+def _flow_classes(G: nx.Graph, ix: _Index, src: np.ndarray, dst: np.ndarray, routing: str) -> list[_FlowClass]:
+    """Classes of the flows ``src[f] -> dst[f]`` (node ids of ``ix``, ``src != dst``, endpoints where the
+    family requires them)."""
+    if routing == "spread":
+        fam = _family(G)
+        build = getattr(fam, "spread_flow_classes", None) if fam is not None else None
+        if build is not None:
+            out = build(G, ix, src, dst)
+            if out is not None:
+                return out
+    return _pair_classes(G, ix, src, dst, routing)
+
+
+class _Priced:
+    """A priced step: link loads (by edge id) and, per flow, latency and bottleneck ``load / bw``."""
+
+    __slots__ = ("index", "loads", "used", "lat", "ratio")
+
+    def __init__(self, index: _Index, loads: np.ndarray, used: np.ndarray, lat: list, ratio: list):
+        self.index, self.loads, self.used, self.lat, self.ratio = index, loads, used, lat, ratio
+
+    def time(self, nbytes: float) -> float:
+        """``max_f [latency_f + nbytes * ratio_f]`` (0.0 for no flows), seconds."""
+        nb = float(nbytes)
+        worst = 0.0
+        for lat, r in zip(self.lat, self.ratio):
+            if lat.size:
+                t = float(np.max(lat + nb * r))
+                if t > worst:
+                    worst = t
+        return worst
+
+
+def _price(ix: _Index, classes: list[_FlowClass], bw: np.ndarray | None = None) -> _Priced:
+    """Loads and per-flow latency / bottleneck of ``classes``. ``bw``: bandwidth of every edge id (read
+    fresh from the graph for the loaded edges when None)."""
+    n_edges = len(ix.edges)
+    idx, wts = [], []
+    for c in classes:
+        for part in c.parts:
+            if isinstance(part, _Direct):
+                idx.append(part.edge)
+                wts.append(np.ones(part.edge.size))
+            else:
+                idx.append(part.edge)
+                if part.which is None:
+                    wts.append(part.frac)
+                else:
+                    count = np.bincount(part.which, minlength=part.lat.size).astype(float)
+                    wts.append(part.frac * np.repeat(count, np.diff(part.indptr)))
+    if idx:
+        loads = np.bincount(np.concatenate(idx), weights=np.concatenate(wts), minlength=n_edges)
+    else:
+        loads = np.zeros(n_edges)
+    used = np.flatnonzero(loads)
+    if bw is None:
+        data = ix.edge_data
+        bw_used = np.fromiter((data[e]["bw_Bps"] for e in used.tolist()), dtype=float, count=used.size)
+    else:
+        bw_used = bw[used]
+    if np.any(bw_used == 0):
+        raise ZeroDivisionError("float division by zero")  # what the per-flow code raised
+    ratio = np.zeros(n_edges)
+    ratio[used] = loads[used] / bw_used
+    lats, ratios = [], []
+    for c in classes:
+        lat = r = None
+        for part in reversed(c.parts):  # right to left, as the longest-path recursion adds them
+            if isinstance(part, _Direct):
+                pl, pr = ix.lat[part.edge], ratio[part.edge]
+            else:
+                seg_r = np.maximum.reduceat(ratio[part.edge], part.indptr[:-1]) if part.edge.size else \
+                    np.zeros(part.lat.size)
+                if part.which is None:
+                    pl, pr = part.lat, seg_r
+                else:
+                    pl, pr = part.lat[part.which], seg_r[part.which]
+            lat = pl if lat is None else pl + lat
+            r = pr if r is None else np.maximum(pr, r)
+        if lat is not None:
+            lats.append(lat)
+            ratios.append(r)
+    return _Priced(ix, loads, used, lats, ratios)
+
+
+class _Fallback(Exception):
+    """The fast path cannot take these pairs: run the per-flow code (it raises the right error)."""
+
+
+def _slow_check(G: nx.Graph, pairs: Sequence[tuple[Hashable, Hashable]], routing: str) -> None:
+    """Route every pair in order with the per-flow code, raising the error the first bad pair raises."""
+    route = _static if routing == "static" else _spread
     for s, d in pairs:
-        if routing == "static":
-            edges, lat = _static(G, s, d)
-            r = max((ratio[e] for e in edges), default=0.0)
-        else:
-            items, lat = _spread(G, s, d)
-            r = max((ratio[e] for e, _ in items), default=0.0)
-        t = lat + nbytes * r
-        if t > worst:
-            worst = t
-    return float(worst)
+        route(G, s, d)
+
+
+def _price_pairs(G: nx.Graph, pairs: list, routing: str, bw: np.ndarray | None = None) -> _Priced | None:
+    """Price the flows ``pairs`` (node pairs) with the fast engine; None when no pair has two distinct
+    ends. Errors are those of the per-flow code, raised for the first bad pair."""
+    if not pairs:
+        return None
+    ix = _index(G)
+    nid = ix.node_id
+    try:
+        try:
+            ids = np.array([(nid[s], nid[d]) for s, d in pairs], dtype=np.int64).reshape(-1, 2)
+        except (KeyError, TypeError):
+            raise _Fallback from None
+        return _price_ids(G, ix, ids[:, 0], ids[:, 1], routing, bw)
+    except (_Fallback, SpecError) as exc:
+        _slow_check(G, pairs, routing)
+        if isinstance(exc, SpecError):
+            raise
+        raise AssertionError("fast routing refused pairs that the per-flow code accepts") from exc
+
+
+def _price_ids(G: nx.Graph, ix: _Index, src: np.ndarray, dst: np.ndarray, routing: str,
+               bw: np.ndarray | None = None) -> _Priced | None:
+    keep = src != dst
+    if not keep.all():
+        src, dst = src[keep], dst[keep]
+    if src.size == 0:
+        return None
+    if G.graph.get("routing", "shortest") != "shortest":
+        ep = ix.is_endpoint
+        if not (ep[src].all() and ep[dst].all()):
+            raise _Fallback
+    return _price(ix, _flow_classes(G, ix, src, dst, routing), bw)
+
+
+# internal API for the collective pricing (perfmodel.network, perfmodel.sim.flows)
+
+def node_ids(G: nx.Graph, nodes: Iterable[Hashable]) -> np.ndarray:
+    """Integer ids of ``nodes`` in ``G``'s fast-engine index (for :func:`flow_times`). Not exported."""
+    nid = _index(G).node_id
+    try:
+        return np.fromiter((nid[n] for n in nodes), dtype=np.int64)
+    except (KeyError, TypeError):
+        for n in nodes:
+            _check_nodes(G, n, n)
+        raise
+
+
+def bandwidths(G: nx.Graph) -> np.ndarray:
+    """``bw_Bps`` of every directed edge of ``G``, by fast-engine edge id, read now. Not exported."""
+    data = _index(G).edge_data
+    return np.fromiter((d["bw_Bps"] for d in data), dtype=float, count=len(data))
+
+
+def flow_times(G: nx.Graph, src: np.ndarray, dst: np.ndarray, nbytes: Sequence[float], routing: str = "spread",
+               bw: np.ndarray | None = None) -> list[float]:
+    """``[max_flow_time(G, flows, n) for n in nbytes]`` for the flows ``src[f] -> dst[f]`` given as node ids
+    (:func:`node_ids`), priced once. ``bw`` as returned by :func:`bandwidths` (None: read now). Not
+    exported."""
+    _check_routing(G, routing)
+    ix = _index(G)
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    try:
+        priced = _price_ids(G, ix, src, dst, routing, bw)
+    except (_Fallback, SpecError):
+        pairs = [(ix.nodes[a], ix.nodes[b]) for a, b in zip(src.tolist(), dst.tolist())]
+        return [max_flow_time(G, pairs, n, routing) for n in nbytes]
+    return [0.0 if priced is None else priced.time(n) for n in nbytes]

@@ -1,0 +1,152 @@
+"""The validation loop: for every point of a matrix, predict (analytic and simulated), run for real,
+compare; every result is a file, so an interrupted validation resumes where it stopped.
+
+Layout of the output folder::
+
+    OUT/points/<point id>.json     one result per point (written atomically when the point is done)
+    OUT/summary.json               headline errors, per-component errors, noise, time to accuracy, published
+    OUT/report.md, OUT/report.html the report (validation.report)
+
+A point's result holds the configuration, the analytic prediction, the simulation (with the per-rank
+jitter calibrated on the one-rank runs of the same matrix, so that the simulated step-time distribution of
+multi-rank runs is a prediction, not a fit), the measurement (summary, per-iteration times of the slowest
+rank, repeats) and the errors per component.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from executor.measurement import write_json_atomic
+from perfmodel.predict import predict
+from perfmodel.simulate import simulate
+from perfmodel.sim.variability import Variability
+from validation.errors import component_errors, noise_pct, summarise_errors
+from validation.matrix import Point
+
+__all__ = ["run_point", "run_matrix", "load_points", "DEFAULT_JITTER_CV"]
+
+#: per-rank compute jitter (coefficient of variation) assumed before any one-rank run was measured
+DEFAULT_JITTER_CV = 0.02
+
+
+def _slowest_iterations(measurement: Mapping[str, Any]) -> list[float]:
+    """Per measured iteration, the slowest rank's iteration time (seconds)."""
+    recs = measurement["records"]
+    n = min(len(r) for r in recs)
+    return [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
+
+
+def _measure(point: Point, system: str, repeats: int, timeout_s: float) -> dict[str, Any]:
+    from executor.launch import launch
+
+    runs = []
+    for _ in range(repeats):
+        m = launch(point.config(system), point.ranks, iterations=point.iterations,
+                   warmup_iterations=point.warmup_iterations, timeout_s=timeout_s)
+        runs.append(m)
+    # the reported measurement is the repeat with the median mean iteration time; all repeats are kept
+    order = sorted(range(len(runs)), key=lambda i: runs[i]["iteration_s"])
+    best = runs[order[len(order) // 2]]
+    iters = _slowest_iterations(best)
+    return {
+        "iteration_s": best["iteration_s"], "breakdown": best["breakdown"], "images_per_s": best["images_per_s"],
+        "iteration_p50_s": best["iteration_p50_s"], "iteration_p99_s": best["iteration_p99_s"],
+        "iteration_times_s": iters, "repeat_iteration_s": [r["iteration_s"] for r in runs],
+        "cores_per_rank": best.get("cores_per_rank"), "allreduce_algorithm": best.get("allreduce_algorithm"),
+        "software": best.get("software"), "machine": best.get("machine"),
+        "noise": noise_pct(iters, [r["iteration_s"] for r in runs]),
+    }
+
+
+def run_point(point: Point, *, system: str = "local", jitter_cv: float = DEFAULT_JITTER_CV, repeats: int = 1,
+              timeout_s: float = 900.0, sim_iterations: int = 200) -> dict[str, Any]:
+    """Predict, simulate, run and compare one point; returns its result record."""
+    cfg = point.config(system)
+    pred = predict(cfg)
+    jitter = Variability("normal", jitter_cv) if jitter_cv > 0 and point.ranks > 1 else None
+    sim = simulate(cfg, seed=0, iterations=sim_iterations, jitter=jitter, prediction=pred)
+    sd = sim.to_dict()
+    t0 = time.perf_counter()
+    meas = _measure(point, system, repeats, timeout_s)
+    analytic = {"iteration_s": pred.iteration_s, "breakdown": dict(pred.breakdown)}
+    simulated = {"iteration_s": sd["iteration_s"], "iteration_p50_s": sd["iteration_p50_s"],
+                 "iteration_p99_s": sd["iteration_p99_s"], "breakdown": sd["breakdown"],
+                 "iteration_samples_s": [float(x) for x in sim.iteration_samples_s], "jitter_cv": jitter_cv}
+    return {
+        "id": point.id, "point": {k: getattr(point, k) for k in point.__dataclass_fields__},
+        "config": cfg.to_dict(), "config_hash": cfg.config_hash, "system": system,
+        "prediction": analytic, "simulation": simulated, "measurement": meas,
+        "errors": {"analytic": component_errors(analytic, meas), "simulation": component_errors(simulated, meas)},
+        "run_wall_s": time.perf_counter() - t0,
+    }
+
+
+def load_points(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every finished point result in ``out_dir/points``."""
+    folder = Path(out_dir) / "points"
+    out = []
+    for f in sorted(folder.glob("*.json")):
+        try:
+            out.append(json.loads(f.read_text()))
+        except ValueError:
+            continue  # never half-written (atomic), but a foreign file is skipped
+    return out
+
+
+def _one_rank_cv(results: Iterable[Mapping[str, Any]]) -> float | None:
+    """Median iteration-to-iteration CV of the one-rank runs: the per-rank compute jitter."""
+    cvs = [r["measurement"]["noise"]["cv_pct"] for r in results
+           if r["point"]["ranks"] == 1 and r["measurement"]["noise"]["cv_pct"] is not None]
+    return statistics.median(cvs) / 100.0 if cvs else None
+
+
+def run_matrix(points: list[Point], out_dir: str | os.PathLike, *, system: str = "local", repeats: int = 1,
+               progress: Callable[[int, int, str], None] | None = None, timeout_s: float = 900.0
+               ) -> dict[str, Any]:
+    """Run every point not yet done (resumable) and return the error summary over all finished points.
+
+    One-rank points run first: their iteration-to-iteration spread calibrates the jitter that the
+    simulator then applies to the multi-rank points.
+    """
+    folder = Path(out_dir) / "points"
+    folder.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(points, key=lambda p: (p.ranks > 1, p.ranks))
+    done = {r["id"] for r in load_points(out_dir)}
+    for i, point in enumerate(ordered):
+        if progress:
+            progress(i, len(ordered), point.id)
+        if point.id in done:
+            continue
+        cv = _one_rank_cv(load_points(out_dir)) or DEFAULT_JITTER_CV
+        result = run_point(point, system=system, jitter_cv=cv, repeats=repeats, timeout_s=timeout_s)
+        write_json_atomic(folder / f"{point.id}.json", result)
+    if progress:
+        progress(len(ordered), len(ordered), "done")
+    wanted = {p.id for p in points}
+    results = [r for r in load_points(out_dir) if r["id"] in wanted]
+    return summary_of(results)
+
+
+def summary_of(results: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Headline numbers over point results."""
+    analytic = summarise_errors(results, "analytic")
+    simulated = summarise_errors(results, "simulation")
+    noise = [r["measurement"]["noise"]["sem_pct"] for r in results if r["measurement"]["noise"]["sem_pct"] is not None]
+    rep = [r["measurement"]["noise"]["repeat_pct"] for r in results
+           if r["measurement"]["noise"]["repeat_pct"] is not None]
+    return {
+        "configs": len(results),
+        "mape_iteration": analytic["iteration"]["mape"], "max_ape_iteration": analytic["iteration"]["max_ape"],
+        "bias_iteration": analytic["iteration"]["bias"],
+        "components": analytic, "simulation_components": simulated,
+        "noise": {"median_sem_pct": statistics.median(noise) if noise else None,
+                  "median_repeat_pct": statistics.median(rep) if rep else None},
+    }
