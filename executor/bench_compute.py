@@ -14,8 +14,10 @@ Method
   every repetition starts after a barrier (the ranks compete for cores and memory as in a training run)
   and its time is the maximum over ranks (a synchronous iteration waits for the slowest rank).
 - Statistics: this host may be shared with other work, so a repetition can be slowed by something else.
-  The reported ``*_s`` value is the *typical undisturbed* time, the median of the fastest half of the
-  repetitions (:func:`typical`); ``spread`` gives min, median and max for every measurement.
+  Times of work (``*_s``) are the *typical undisturbed* time, the median of the fastest half of the
+  repetitions (:func:`typical`); rates that are capacities (GEMM peak, memory bandwidth, reduction
+  throughput) come from the fastest repetition, as STREAM reports its best rate (the ``*_typical`` keys
+  give the typical ones). ``spread`` gives min, median and max of every measurement.
 - Whole model (``models``): the executor's step without communication: ``zero_grad``,
   ``cross_entropy(model(x), y)`` (``forward_s``) and ``loss.backward()`` (``backward_s``) on synthetic
   inputs of the model's dataset shape.
@@ -23,7 +25,8 @@ Method
   a forward hook), forward and backward (``autograd.backward`` with a ones gradient). In-place activations
   are run out of place. Isolated layers miss the autograd engine's bookkeeping between layers, so their
   sum is a little below the whole-model time.
-- GEMM peak (``gemm``): square ``n x n`` fp32 (and fp64) ``torch.mm``, ``2 n^3`` FLOP per call.
+- GEMM peak (``gemm``): square ``n x n`` fp32 (and fp64) ``torch.mm``, ``2 n^3`` FLOP per call; the fp32
+  GEMM is sampled before, during (once per round) and after the whole-model measurements.
 - Memory bandwidth (``memory``): STREAM-like on float32 arrays far larger than the caches: copy
   (``a.copy_(b)``, 2 bytes moved per byte) and triad (``torch.add(b, c, alpha=s, out=a)``, 3 per byte).
 - Reduction throughput (``reduce``): ``numpy.add(a, b, out=a)`` on float32, the executor's allreduce
@@ -47,7 +50,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -157,9 +160,18 @@ def gemm_flops(n: int = 1024, dtype: str = "float32", repeats: int = 7, warmup: 
     a, b = torch.randn(n, n, generator=g, dtype=dt), torch.randn(n, n, generator=g, dtype=dt)
     c = torch.empty(n, n, dtype=dt)
     times = _timed(lambda: torch.mm(a, b, out=c), repeats, warmup, sync)
+    return gemm_summary(n, dtype, times)
+
+
+def gemm_summary(n: int, dtype: str, times: Sequence[float]) -> dict[str, Any]:
+    """``flops``: the peak, from the fastest call (the best rate the host delivers when nothing else runs);
+    ``flops_typical`` from the typical time; ``spread_flops`` min/median/max of the rate."""
     flops = 2.0 * n ** 3
-    return {"n": n, "dtype": dtype, "flops": flops / typical(times), "time_s": typical(times),
-            "spread_flops": {k: (flops / v if k != "n" else v) for k, v in spread(times).items()}}
+    sp = spread(times)
+    return {"n": n, "dtype": dtype, "flops": flops / sp["min"], "flops_typical": flops / typical(times),
+            "time_s": sp["min"], "samples": len(times),
+            "spread_flops": {"min": flops / sp["max"], "median": flops / sp["median"], "max": flops / sp["min"],
+                             "n": sp["n"]}}
 
 
 def memory_bandwidth(nbytes: int = 128 << 20, repeats: int = 7, warmup: int = 1,
@@ -173,7 +185,8 @@ def memory_bandwidth(nbytes: int = 128 << 20, repeats: int = 7, warmup: int = 1,
     t_copy = _timed(lambda: a.copy_(b), repeats, warmup, sync)
     t_triad = _timed(lambda: torch.add(b, c, alpha=3.0, out=a), repeats, warmup, sync)
     nb = 4.0 * n
-    return {"array_bytes": int(nb), "copy_Bps": 2 * nb / typical(t_copy), "triad_Bps": 3 * nb / typical(t_triad),
+    return {"array_bytes": int(nb), "copy_Bps": 2 * nb / min(t_copy), "triad_Bps": 3 * nb / min(t_triad),
+            "copy_typical_Bps": 2 * nb / typical(t_copy), "triad_typical_Bps": 3 * nb / typical(t_triad),
             "spread_copy_s": spread(t_copy), "spread_triad_s": spread(t_triad)}
 
 
@@ -184,7 +197,8 @@ def reduce_throughput(nbytes: int = 16 << 20, repeats: int = 7, warmup: int = 1,
     n = int(nbytes) // 4
     a, b = np.zeros(n, np.float32), np.ones(n, np.float32)
     t = _timed(lambda: np.add(a, b, out=a), repeats, warmup, sync)
-    return {"array_bytes": 4 * n, "gamma_s_per_B": typical(t) / (4.0 * n), "spread_s": spread(t)}
+    return {"array_bytes": 4 * n, "gamma_s_per_B": min(t) / (4.0 * n),
+            "gamma_typical_s_per_B": typical(t) / (4.0 * n), "spread_s": spread(t)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -207,22 +221,34 @@ def _model_and_data(name: str, batch: int, seed: int = 0):
 
 def model_times(name: str, batches: Sequence[int], repeats: int = 7, warmup: int = 2,
                 sync: Sync | None = None) -> list[dict[str, Any]]:
-    """Whole-model forward (with the loss) and backward seconds per per-rank batch (one row per batch).
+    """Whole-model forward (with the loss) and backward seconds per per-rank batch (one row per batch);
+    see :func:`models_times`."""
+    return models_times({name: batches}, repeats, warmup, sync)
 
-    The batches are interleaved (repetition ``i`` of every batch, then repetition ``i + 1``), so that a burst
-    of other work on the host spoils one repetition of several batches rather than every repetition of one.
+
+def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: int = 2, sync: Sync | None = None,
+                 tick: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
+    """Whole-model forward (with the loss) and backward seconds of every (model, per-rank batch) of ``plan``.
+
+    The measurements are interleaved: round ``i`` takes repetition ``i`` of every (model, batch), so that a
+    burst of other work on the host spoils one repetition of several entries rather than every repetition
+    of one (and slow drifts of the host's speed affect every entry alike). ``tick()`` runs at the start of
+    every round (e.g. a GEMM sample, so that the peak is sampled across the same period).
     """
     import torch.nn.functional as F
 
     sync = sync or Sync()
-    batches = [int(b) for b in batches]
-    key, model, x, y = _model_and_data(name, max(batches))
-    inputs = {b: (x[:b].contiguous(), y[:b].contiguous()) for b in batches}
-    fwd: dict[int, list[float]] = {b: [] for b in batches}
-    bwd: dict[int, list[float]] = {b: [] for b in batches}
+    entries = []
+    for name, batches in plan.items():
+        bs = [int(b) for b in batches]
+        key, model, x, y = _model_and_data(name, max(bs))
+        for b in bs:
+            entries.append((key, model, x[:b].contiguous(), y[:b].contiguous(), b))
+    fwd: list[list[float]] = [[] for _ in entries]
+    bwd: list[list[float]] = [[] for _ in entries]
 
-    def step(b: int) -> tuple[float, float]:
-        xb, yb = inputs[b]
+    def step(e) -> tuple[float, float]:
+        _, model, xb, yb, _ = e
         model.zero_grad(set_to_none=False)
         sync.barrier()
         t0 = time.perf_counter()
@@ -232,17 +258,19 @@ def model_times(name: str, batches: Sequence[int], repeats: int = 7, warmup: int
         t2 = time.perf_counter()
         return t1 - t0, t2 - t1
 
-    for b in batches:
+    for e in entries:
         for _ in range(warmup):
-            step(b)
+            step(e)
     for _ in range(repeats):
-        for b in batches:
-            f, w = step(b)
-            fwd[b].append(f)
-            bwd[b].append(w)
+        if tick is not None:
+            tick()
+        for i, e in enumerate(entries):
+            f, w = step(e)
+            fwd[i].append(f)
+            bwd[i].append(w)
     rows = []
-    for b in batches:
-        both = sync.max(fwd[b] + bwd[b])
+    for i, (key, _, _, _, b) in enumerate(entries):
+        both = sync.max(fwd[i] + bwd[i])
         fb, bb = both[:repeats], both[repeats:]
         st = [f + w for f, w in zip(fb, bb)]
         rows.append({"model": key, "batch": b, "forward_s": typical(fb), "backward_s": typical(bb),
@@ -433,7 +461,17 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         "statistic": "median of the fastest half of the repetitions (max over ranks per repetition)",
     }
     say(f"GEMM {gemm_n}x{gemm_n} fp32/fp64")
-    doc["gemm"] = gemm_flops(gemm_n, "float32", repeats, sync=sync)
+    gemm_times: list[float] = []
+    ga, gb = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
+    gc = torch.empty(gemm_n, gemm_n)
+
+    def gemm_sample() -> None:  # one timed GEMM (max over ranks) per round of the model measurements
+        sync.barrier()
+        t0 = time.perf_counter()
+        torch.mm(ga, gb, out=gc)
+        gemm_times.append(sync.max([time.perf_counter() - t0])[0])
+
+    gemm_times += _timed(lambda: torch.mm(ga, gb, out=gc), repeats, 2, sync)
     doc["gemm_fp64"] = gemm_flops(max(256, gemm_n // 2), "float64", repeats, sync=sync)
     say("memory bandwidth")
     doc["memory"] = memory_bandwidth(memory_bytes, max(3, repeats // 2), sync=sync)
@@ -444,10 +482,13 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         get_model_info(m)
     if models:
         doc["loop"] = loop_overhead(models[0], repeats=repeats, sync=sync)
+        plan = {m: list((model_batches or {}).get(m, batches)) for m in models}
+        say(f"whole models, interleaved: {plan}")
+        doc["models"] = models_times(plan, repeats, sync=sync, tick=gemm_sample)
+    gemm_times += _timed(lambda: torch.mm(ga, gb, out=gc), repeats, 0, sync)
+    doc["gemm"] = gemm_summary(gemm_n, "float32", gemm_times)
+    doc["gemm"]["note"] = "sampled before, during (one per round) and after the model measurements"
     for m in models:
-        bs = list((model_batches or {}).get(m, batches))
-        say(f"{m}: whole model at batches {bs}")
-        doc["models"] += model_times(m, bs, repeats, sync=sync)
         for lb in layer_batches:
             say(f"{m}: per layer at batch {lb}")
             doc["layers"] += layer_times(m, lb, max(3, repeats // 2), sync=sync)
@@ -456,7 +497,7 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
             doc["optimizers"] += optimizer_times(m, optimizers, repeats=repeats, sync=sync)
         if bucketer and m in aux:
             say(f"{m}: gradient bucketer")
-            doc["bucketer"].append(bucketer_overhead(m, min(bs), repeats=repeats, sync=sync))
+            doc["bucketer"].append(bucketer_overhead(m, min((model_batches or {}).get(m, batches)), repeats=repeats, sync=sync))
     return doc
 
 
@@ -465,7 +506,7 @@ def format_tables(doc: dict[str, Any]) -> str:
     lines = [f"compute benchmark: {doc['ranks']} rank(s) x {doc['threads']} thread(s) on {doc['host']} "
              f"(torch {doc['torch']}; {doc['statistic']})",
              f"GEMM fp32 n={doc['gemm']['n']}: {doc['gemm']['flops'] / 1e9:.1f} GFLOP/s "
-             f"(min..max {doc['gemm']['spread_flops']['max'] / 1e9:.1f}..{doc['gemm']['spread_flops']['min'] / 1e9:.1f})"
+             f"(min..max {doc['gemm']['spread_flops']['min'] / 1e9:.1f}..{doc['gemm']['spread_flops']['max'] / 1e9:.1f})"
              f"; fp64 {doc['gemm_fp64']['flops'] / 1e9:.1f} GFLOP/s",
              f"memory: copy {doc['memory']['copy_Bps'] / 1e9:.2f} GB/s, triad {doc['memory']['triad_Bps'] / 1e9:.2f} GB/s;"
              f" reduction {1e-9 / doc['reduce']['gamma_s_per_B']:.2f} GB/s reduced",

@@ -74,7 +74,7 @@ from hardware.errors import ConfigError, ToolkitError
 __all__ = [
     "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
     "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
-    "fit_compute", "fit_kernel_launch", "fit_bucketer", "calibrate", "render_system_toml",
+    "fit_compute", "fit_kernel_launch", "fit_bucketer", "merge_compute_docs", "calibrate", "render_system_toml",
     "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
 ]
 
@@ -515,6 +515,7 @@ class CalibrationPlan:
     memory_mb: int = 128
     optimizer_models: tuple[str, ...] = ("resnet20", "tiny", "digits_cnn")
     heavy_max_ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    compute_rounds: int = 2
 
 
 FULL = CalibrationPlan(
@@ -527,12 +528,43 @@ QUICK = CalibrationPlan(
     name="quick", compute_ranks=(1, 2), model_batches={"resnet20": (2, 8), "tiny": (2, 8), "digits_cnn": (4,)},
     allreduce_ranks=(2,), algorithms=("ring", "recursive_doubling", "mpi"), min_bytes=4, max_bytes=1 << 20,
     factor=16, allreduce_repeats=2, max_iterations=10, repeats=5, gemm_n=512, memory_mb=32,
-    optimizer_models=("resnet20", "tiny"))
+    optimizer_models=("resnet20", "tiny"), compute_rounds=1)
 
 
 # ==========================================================================================================
 # calibrate
 # ==========================================================================================================
+def merge_compute_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge repeated ``bench compute`` documents of one rank count: per measured item the round with the
+    fastest typical time (work) or the highest rate (GEMM, bandwidth, reduction), so that a round spoilt by
+    sustained load on the host is outvoted by a quieter one."""
+    if not docs:
+        raise ConfigError(SOURCE, "compute rounds", 0, "no benchmark documents to merge")
+    out = dict(docs[0])
+    out["rounds"] = len(docs)
+    out["gemm"] = max((d["gemm"] for d in docs), key=lambda g: g["flops"])
+    out["gemm_fp64"] = max((d["gemm_fp64"] for d in docs), key=lambda g: g["flops"])
+    out["memory"] = max((d["memory"] for d in docs), key=lambda m: m["triad_Bps"])
+    out["reduce"] = min((d["reduce"] for d in docs), key=lambda r: r["gamma_s_per_B"])
+    if all("loop" in d for d in docs):
+        out["loop"] = min((d["loop"] for d in docs), key=lambda r: r["step_s"])
+
+    def best(key: str, ident: Callable[[Mapping[str, Any]], tuple], value: str) -> list[dict[str, Any]]:
+        chosen: dict[tuple, Mapping[str, Any]] = {}
+        for d in docs:
+            for r in d.get(key, []):
+                i = ident(r)
+                if i not in chosen or r[value] < chosen[i][value]:
+                    chosen[i] = r
+        return [dict(r) for r in chosen.values()]
+
+    out["models"] = best("models", lambda r: (r["model"], r["batch"]), "step_s")
+    out["optimizers"] = best("optimizers", lambda r: (r["model"], r["optimizer"]), "step_s")
+    out["bucketer"] = best("bucketer", lambda r: (r["model"],), "bucketed_s")
+    out["layers"] = best("layers", lambda r: (r["model"], r["batch"], r["layer"]), "forward_s")
+    return out
+
+
 def _cpu_mhz() -> float | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -557,6 +589,9 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
               timeout_s: float = 900.0) -> dict[str, Any]:
     """Run the benchmarks of ``plan`` on this machine and fit every parameter (see the module docstring).
 
+    The compute jobs (one per rank count) are repeated ``plan.compute_rounds`` times and merged with
+    :func:`merge_compute_docs` (the fastest round per item).
+
     Returns a JSON-ready report: ``machine``, ``device`` (peak, bandwidth, curves, layer overhead),
     ``compute_fit``, ``allreduce_fit``, ``overheads``, the raw benchmark documents (``raw``) and
     ``elapsed_s``. :func:`write_spec` turns it into spec files.
@@ -568,30 +603,32 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
     host = platform.node() or "unknown-host"
     raw: dict[str, Any] = {"compute": {}, "allreduce": {}}
 
-    # ---- compute, one job per rank count ---------------------------------------------------------------
+    # ---- compute, one job per rank count, the whole sweep repeated plan.compute_rounds times --------------
+    if plan.compute_ranks[0] != 1:
+        raise ConfigError(SOURCE, "compute_ranks", list(plan.compute_ranks), "must start with 1 (the device's peak)")
+    for rnd in range(plan.compute_rounds):
+        for k in plan.compute_ranks:
+            models = [m for m in plan.model_batches if k <= plan.heavy_max_ranks.get(m, k)]
+            mb = ";".join(f"{m}={','.join(map(str, plan.model_batches[m]))}" for m in models)
+            args = ["--models", ",".join(models), "--batches", "1", "--model-batches", mb, "--layer-batches",
+                    "none", "--repeats", str(plan.repeats), "--gemm-n", str(plan.gemm_n), "--memory-mb",
+                    str(plan.memory_mb), "--json", "--quiet"]
+            if k == 1:
+                args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models)]
+            else:
+                args += ["--optimizers", "none", "--no-bucketer"]
+            say(f"bench compute (round {rnd + 1}/{plan.compute_rounds}): {k} rank(s) sharing {cores} cores, "
+                f"models {', '.join(models)}")
+            doc = run_benchmark("executor.bench_compute", args, k, timeout_s=timeout_s, progress=say)
+            raw["compute"].setdefault(k, []).append(doc)
+    merged = {k: merge_compute_docs(docs) for k, docs in raw["compute"].items()}
     points: list[dict[str, Any]] = []
-    first = True
-    for k in plan.compute_ranks:
-        models = [m for m in plan.model_batches if k <= plan.heavy_max_ranks.get(m, k)]
-        mb = ";".join(f"{m}={','.join(map(str, plan.model_batches[m]))}" for m in models)
-        args = ["--models", ",".join(models), "--batches", "1", "--model-batches", mb, "--layer-batches", "none",
-                "--repeats", str(plan.repeats), "--gemm-n", str(plan.gemm_n), "--memory-mb", str(plan.memory_mb),
-                "--json", "--quiet"]
-        if first:
-            args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models)]
-        else:
-            args += ["--optimizers", "none", "--no-bucketer"]
-        say(f"bench compute: {k} rank(s) sharing {cores} cores, models {', '.join(models)}")
-        doc = run_benchmark("executor.bench_compute", args, k, timeout_s=timeout_s, progress=say)
-        raw["compute"][k] = doc
+    for k, doc in merged.items():
         for r in doc["models"]:
             points.append({"model": r["model"], "share": k, "batch": r["batch"], "forward_s": r["forward_s"],
                            "backward_s": r["backward_s"], "step_s": r["step_s"],
                            "spread_step_s": r["spread_step_s"]})
-        first = False
-    base = raw["compute"][plan.compute_ranks[0]]
-    if plan.compute_ranks[0] != 1:
-        raise ConfigError(SOURCE, "compute_ranks", list(plan.compute_ranks), "must start with 1 (the device's peak)")
+    base = merged[plan.compute_ranks[0]]
     peak = float(base["gemm"]["flops"])
     peak64 = float(base["gemm_fp64"]["flops"])
     mem_bw = float(base["memory"]["triad_Bps"])
@@ -698,12 +735,12 @@ def render_device_toml(report: Mapping[str, Any], device_id: str = "local-cpu") 
     src = {
         "cores": f"{when}: os.cpu_count()",
         "clock_GHz": f"{when}: /proc/cpuinfo 'cpu MHz' (nominal; the peak below is measured)",
-        "peak_tflops_fp32": f"{when}: fp32 GEMM n={d['gemm_n']} with {cores} threads (torch.mm, median of the "
-                            f"fastest half of the repetitions)",
-        "peak_tflops_fp64": f"{when}: fp64 GEMM with {cores} threads (torch.mm)",
+        "peak_tflops_fp32": f"{when}: fp32 GEMM n={d['gemm_n']} with {cores} threads (torch.mm; fastest of "
+                            f"samples taken before, during and after the model measurements)",
+        "peak_tflops_fp64": f"{when}: fp64 GEMM with {cores} threads (torch.mm; fastest repetition)",
         "layer_overhead_us": f"{fitted}; per layer and pass",
         "memory.dram.capacity_GiB": f"{when}: /proc/meminfo MemTotal",
-        "memory.dram.bw_GBps": f"{when}: STREAM-like triad on float32 arrays with {cores} threads",
+        "memory.dram.bw_GBps": f"{when}: STREAM-like triad on float32 arrays with {cores} threads (best rate)",
         "efficiency.fp32.eff_max": f"{fitted}; one rank with {cores} threads",
         "efficiency.fp32.batch_half_images": f"{fitted}; one rank with {cores} threads",
     }

@@ -59,7 +59,8 @@ import numpy as np
 
 from hardware.errors import ConfigError, InfeasibleError
 from hardware.specs import SystemSpec
-from hardware.topology import cluster_with_nodes, endpoints, max_flow_time
+from hardware.topology import cluster_with_nodes, endpoints
+from hardware.topology import routing as _routing
 from perfmodel.collectives import AUTO_CANDIDATES, Fabric, NetParams, get_algorithm
 
 __all__ = ["CollectiveProfile", "node_graph_spec", "network_spec", "cluster_graph", "rank_endpoints",
@@ -279,9 +280,26 @@ def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algo
     return prof
 
 
+def _rank_node_ids(system: SystemSpec, nodes: int, ranks_per_node: int) -> np.ndarray:
+    """:func:`rank_endpoints` as the routing engine's node ids of the cluster graph (kept with its routes)."""
+    G = cluster_graph(system, nodes)
+    memo = _routing.graph_memo(G)
+    key = ("perfmodel.network.rank_node_ids", system.devices_per_node, ranks_per_node)
+    ids = memo.get(key)
+    if ids is None:
+        ids = memo[key] = _routing.node_ids(G, rank_endpoints(system, nodes, ranks_per_node))
+        ids.setflags(write=False)
+    return ids
+
+
 def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str,
                      op: str) -> CollectiveProfile:
-    """Price ``algorithm``'s step patterns on the cluster graph (see the module docstring)."""
+    """Price ``algorithm``'s step patterns on the cluster graph (see the module docstring).
+
+    Each step's flows are priced once for both numbers (latency at 0 bytes and the slope off the
+    ``_PROBE_BYTES`` probe) by the routing engine, as arrays of node ids, and a flow pattern already
+    priced on this graph (another step or algorithm with the same pairs) is not priced again.
+    """
     p = nodes * ranks_per_node
     alg = get_algorithm(algorithm)
     if algorithm == "auto":
@@ -289,7 +307,8 @@ def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algori
     if p <= 1:
         return CollectiveProfile(algorithm, op, p, 0.0, 0.0)
     G = cluster_graph(system, nodes)
-    eps = rank_endpoints(system, nodes, ranks_per_node)
+    ids = _rank_node_ids(system, nodes, ranks_per_node)
+    bw = _routing.bandwidths(G)
     intra = system.node.intra
     gamma = reduce_gamma_s_per_B(system)
     alpha = beta = 0.0
@@ -298,14 +317,15 @@ def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algori
             beta += st.repeat * st.reduce_frac * gamma
             continue
         # indices >= p are extra endpoints of the algorithm (parameter servers): co-located with ranks
-        src = [eps[i % p] for i in st.pairs[:, 0]]
-        dst = [eps[i % p] for i in st.pairs[:, 1]]
-        flows = [(s, d) for s, d in zip(src, dst) if s != d]
+        pairs = np.asarray(st.pairs, dtype=np.int64)
+        src, dst = ids[pairs[:, 0] % p], ids[pairs[:, 1] % p]
+        keep = src != dst
+        n_flows = int(np.count_nonzero(keep))
         lat = slope = 0.0
-        if flows:
-            lat = max_flow_time(G, flows, 0.0)
-            slope = (max_flow_time(G, flows, _PROBE_BYTES) - lat) / _PROBE_BYTES
-        if len(flows) < len(src):  # ranks sharing a device: shared-memory copy
+        if n_flows:
+            lat, t_probe = _routing.flow_times(G, src[keep], dst[keep], (0.0, _PROBE_BYTES), bw=bw, memo=True)
+            slope = (t_probe - lat) / _PROBE_BYTES
+        if n_flows < len(src):  # ranks sharing a device: shared-memory copy
             lat = max(lat, intra.latency_s)
             slope = max(slope, 1.0 / intra.link_bw_Bps)
         alpha += st.repeat * lat

@@ -404,3 +404,13 @@ def test_calibrate_quick_then_predict(capsys, tmp_path):
     assert pred["iteration_s"] > 0 and pred["details"]["bucket_algorithms"] == ["mpi"]
     assert pred["breakdown"]["overhead_s"] > 0
     assert main(["hardware", "show", str(out)]) == 0
+
+
+def test_calibrate_default_output_location(monkeypatch, tmp_path):
+    from perfmodel.cli.calibrate_cmd import default_output
+
+    monkeypatch.setenv(catalog.LOCAL_SPEC_ENV, str(tmp_path / "mine.toml"))
+    assert default_output() == tmp_path / "mine.toml"
+    monkeypatch.delenv(catalog.LOCAL_SPEC_ENV)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert default_output() == tmp_path / "ttt-perfmodel" / "local.toml" == catalog.user_local_spec_path()

@@ -329,11 +329,9 @@ def test_validate_published_table_output(capsys):
     assert "calibration" in out and "big-basin-p100" in out
 
 
-def test_validate_without_published_needs_the_executor(capsys):
-    rc, out, err = run_cli(["validate"], capsys)
-    assert rc == 2 and out == ""
-    assert err.strip().splitlines() == [
-        "perfmodel: error: perfmodel validate without --published needs the executor (not built yet); use --published"]
+def test_validate_flag_conflicts_are_one_line_errors(capsys):
+    rc, out, err = run_cli(["validate", "--repeats", "0", "--out", "/nonexistent/x"], capsys)
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "--repeats" in err
     rc, _, err = run_cli(["validate", "--published", "--quick"], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1
 

@@ -47,6 +47,8 @@ def noise_pct(iteration_times_s: Iterable[float], repeat_means_s: Iterable[float
     """The measurement's own spread, in percent of its mean.
 
     ``cv_pct``: standard deviation of the measured iterations over their mean (iteration-to-iteration);
+    ``robust_cv_pct``: the same from the median absolute deviation (1.4826 MAD / median), insensitive to a
+    single outlier iteration (a late warm-up effect, a context switch);
     ``sem_pct``: standard error of the mean iteration time (what the mean itself is uncertain by);
     ``repeat_pct``: half the range of the means of repeated runs over their mean (run-to-run), when the
     point was run more than once.
@@ -56,7 +58,9 @@ def noise_pct(iteration_times_s: Iterable[float], repeat_means_s: Iterable[float
     cv = float(100 * t.std(ddof=1) / t.mean()) if t.size > 1 else None
     sem = float(cv / math.sqrt(t.size)) if cv is not None else None
     rep = float(100 * (reps.max() - reps.min()) / 2 / reps.mean()) if reps.size > 1 else None
-    return {"cv_pct": cv, "sem_pct": sem, "repeat_pct": rep}
+    med = float(np.median(t)) if t.size else 0.0
+    robust = float(100 * 1.4826 * np.median(np.abs(t - med)) / med) if t.size > 1 and med > 0 else None
+    return {"cv_pct": cv, "robust_cv_pct": robust, "sem_pct": sem, "repeat_pct": rep}
 
 
 def summarise_errors(points: Iterable[Mapping[str, Any]], method: str = "analytic") -> dict[str, dict[str, Any]]:

@@ -102,9 +102,9 @@ def load_points(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _one_rank_cv(results: Iterable[Mapping[str, Any]]) -> float | None:
-    """Median iteration-to-iteration CV of the one-rank runs: the per-rank compute jitter."""
-    cvs = [r["measurement"]["noise"]["cv_pct"] for r in results
-           if r["point"]["ranks"] == 1 and r["measurement"]["noise"]["cv_pct"] is not None]
+    """Median robust (MAD-based) iteration-to-iteration CV of the one-rank runs: the per-rank compute jitter."""
+    cvs = [r["measurement"]["noise"].get("robust_cv_pct") for r in results if r["point"]["ranks"] == 1]
+    cvs = [c for c in cvs if c is not None]
     return statistics.median(cvs) / 100.0 if cvs else None
 
 

@@ -60,8 +60,11 @@ back to the per-flow code, so the first bad pair (in order) raises the same Spec
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import itertools
 import weakref
+from operator import itemgetter
 from collections import deque
 from typing import Hashable, Iterable, Sequence
 
@@ -353,31 +356,34 @@ def max_flow_time(
 # ----------------------------------------------------------------------------------------------------
 # fast engine (see the module docstring): integer index, flow classes, numpy pricing
 
+_BW = itemgetter("bw_Bps")
+
+
 class _Index:
     """Integer ids of the nodes and directed edges of one graph, the edges' latencies (read when the
     index is built) and the engine's route tables."""
 
     __slots__ = ("owner", "nodes", "node_id", "edges", "edge_id", "edge_data", "lat", "is_endpoint",
-                 "pair_routes", "tables", "__weakref__")
+                 "pair_routes", "tables", "memo", "memo_bw", "__weakref__")
 
     def __init__(self, G: nx.Graph):
         self.owner = weakref.ref(G)
         self.nodes = list(G.nodes)
-        self.node_id = {n: i for i, n in enumerate(self.nodes)}
-        kinds = G.nodes(data="kind")
-        self.is_endpoint = np.fromiter((k == "endpoint" for _, k in kinds), dtype=bool, count=len(self.nodes))
+        self.node_id = dict(zip(self.nodes, range(len(self.nodes))))
+        self.is_endpoint = np.array([k == "endpoint" for _, k in G.nodes(data="kind")], dtype=bool)
         edges: list[Edge] = []
         data: list[dict] = []
         for u, nbrs in G.adj.items():
-            for v, d in nbrs.items():
-                edges.append((u, v))
-                data.append(d)
+            edges.extend(zip(itertools.repeat(u), nbrs))
+            data.extend(nbrs.values())
         self.edges = edges
-        self.edge_id = {e: i for i, e in enumerate(edges)}
+        self.edge_id = dict(zip(edges, range(len(edges))))
         self.edge_data = data
-        self.lat = np.fromiter((d.get("latency_s", np.nan) for d in data), dtype=float, count=len(data))
+        self.lat = np.array([d.get("latency_s", np.nan) for d in data], dtype=float)
         self.pair_routes: dict[str, dict[int, tuple[np.ndarray, np.ndarray, float]]] = {"spread": {}, "static": {}}
-        self.tables: dict[str, object] = {}  # family tables (spread_flow_classes), None = not applicable
+        self.tables: dict = {}  # family tables (spread_flow_classes; None = not applicable), graph_memo
+        self.memo: dict[tuple, tuple[float, ...]] = {}  # flow_times(..., memo=True) results, valid for memo_bw
+        self.memo_bw: np.ndarray | None = None
 
 
 def _index(G: nx.Graph) -> _Index:
@@ -536,7 +542,7 @@ def _price(ix: _Index, classes: list[_FlowClass], bw: np.ndarray | None = None) 
     used = np.flatnonzero(loads)
     if bw is None:
         data = ix.edge_data
-        bw_used = np.fromiter((data[e]["bw_Bps"] for e in used.tolist()), dtype=float, count=used.size)
+        bw_used = np.fromiter(map(_BW, map(data.__getitem__, used.tolist())), dtype=float, count=used.size)
     else:
         bw_used = bw[used]
     if np.any(bw_used == 0):
@@ -625,21 +631,44 @@ def node_ids(G: nx.Graph, nodes: Iterable[Hashable]) -> np.ndarray:
 def bandwidths(G: nx.Graph) -> np.ndarray:
     """``bw_Bps`` of every directed edge of ``G``, by fast-engine edge id, read now. Not exported."""
     data = _index(G).edge_data
-    return np.fromiter((d["bw_Bps"] for d in data), dtype=float, count=len(data))
+    return np.fromiter(map(_BW, data), dtype=float, count=len(data))
+
+
+def graph_memo(G: nx.Graph) -> dict:
+    """A scratch dict for callers' per-graph derived data (node-id arrays); it lives as long as the
+    routes do (:func:`clear_routes` drops it; a copy of ``G`` gets its own). Not exported."""
+    return _index(G).tables.setdefault("graph_memo", {})
 
 
 def flow_times(G: nx.Graph, src: np.ndarray, dst: np.ndarray, nbytes: Sequence[float], routing: str = "spread",
-               bw: np.ndarray | None = None) -> list[float]:
+               bw: np.ndarray | None = None, memo: bool = False) -> list[float]:
     """``[max_flow_time(G, flows, n) for n in nbytes]`` for the flows ``src[f] -> dst[f]`` given as node ids
-    (:func:`node_ids`), priced once. ``bw`` as returned by :func:`bandwidths` (None: read now). Not
-    exported."""
+    (:func:`node_ids`), priced once. ``bw`` as returned by :func:`bandwidths` (None: read now).
+
+    ``memo=True`` (with ``bw``) remembers the answer for this exact flow list, routing, sizes and
+    bandwidths (collective algorithms share step patterns); :func:`clear_routes` forgets it. Not exported.
+    """
     _check_routing(G, routing)
     ix = _index(G)
-    src = np.asarray(src, dtype=np.int64)
-    dst = np.asarray(dst, dtype=np.int64)
+    src = np.ascontiguousarray(src, dtype=np.int64)
+    dst = np.ascontiguousarray(dst, dtype=np.int64)
+    key = None
+    if memo and bw is not None:
+        if ix.memo_bw is None or not np.array_equal(ix.memo_bw, bw):
+            ix.memo.clear()
+            ix.memo_bw = np.array(bw, dtype=float)
+        digest = hashlib.blake2b(src.tobytes(), digest_size=16)
+        digest.update(dst.tobytes())
+        key = (routing, src.size, digest.digest(), tuple(float(n) for n in nbytes))
+        hit = ix.memo.get(key)
+        if hit is not None:
+            return list(hit)
     try:
         priced = _price_ids(G, ix, src, dst, routing, bw)
     except (_Fallback, SpecError):
         pairs = [(ix.nodes[a], ix.nodes[b]) for a, b in zip(src.tolist(), dst.tolist())]
         return [max_flow_time(G, pairs, n, routing) for n in nbytes]
-    return [0.0 if priced is None else priced.time(n) for n in nbytes]
+    out = [0.0 if priced is None else priced.time(n) for n in nbytes]
+    if key is not None:
+        ix.memo[key] = tuple(out)
+    return out

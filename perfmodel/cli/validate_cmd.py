@@ -6,8 +6,12 @@ Two modes, one subcommand:
   (:mod:`validation.published`): one record per published timed row (``predicted_s``, ``published_s``,
   ``error_pct``, ``role``), the median and max absolute error over the validation rows, the calibration rows'
   errors apart, and the rows that were skipped with their reasons.
-- ``perfmodel validate [--quick] [--out DIR] [--json]``: predictions against measurements made here by the
-  executor. Not built yet: :func:`run_measured` reports that in one line (exit 2); the later issue fills it in.
+- ``perfmodel validate [--quick] [--out DIR] [--repeats N] [--json]``: the closed loop on this machine
+  (:mod:`validation.run`): calibrate once, then for every point of the validation matrix predict (analytic
+  and simulated), run for real and compare; time to accuracy on the bundled digits; the published-results
+  comparison; a Markdown and self-contained HTML report. Resumable: a finished point is not re-run.
+  ``--json`` prints the summary (``configs``, ``mape_iteration``, ``max_ape_iteration`` in percent,
+  ``report``).
 """
 from __future__ import annotations
 
@@ -19,11 +23,10 @@ from perfmodel.cli.output import fmt_num, print_json, print_table
 
 HELP = "compare predictions with published results (--published) or with measurements made here"
 
-__all__ = ["HELP", "configure", "run", "run_published", "run_measured", "MEASURED_NOT_BUILT"]
+__all__ = ["HELP", "configure", "run", "run_published", "run_measured", "DEFAULT_OUT"]
 
-#: the one-line error of the measured mode until the executor exists
-MEASURED_NOT_BUILT = ("perfmodel validate without --published needs the executor (not built yet); "
-                      "use --published")
+#: where the measured validation writes when --out is not given
+DEFAULT_OUT = "validation-out"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +38,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="published-results CSV to use (repeatable; default: the package's "
                           "published_results.csv and published_extra.csv)")
     meas = parser.add_argument_group("measurements made here (needs the executor)")
-    meas.add_argument("--quick", action="store_true", help="a small set of configurations")
-    meas.add_argument("--out", metavar="DIR", help="directory for the report")
+    meas.add_argument("--quick", action="store_true",
+                      help="the quick matrix (6 configurations, short time to accuracy; a few minutes)")
+    meas.add_argument("--out", metavar="DIR", help=f"directory for results and report (default {DEFAULT_OUT})")
+    meas.add_argument("--repeats", type=int, help="runs per configuration (default 1 with --quick, else 2)")
+    meas.add_argument("--no-published", action="store_true", help="leave out the published-results comparison")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +57,44 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_measured(args: argparse.Namespace) -> int:
-    """Predicted vs measured on this machine (the executor's job; not built yet)."""
-    raise ToolkitError(MEASURED_NOT_BUILT)
+    """Predicted vs measured on this machine: the closed loop, its report and the headline errors."""
+    from validation.run import validate_measured  # noqa: PLC0415 - keeps `perfmodel --help` fast
+
+    if args.repeats is not None and args.repeats < 1:
+        raise ToolkitError(f"perfmodel validate: --repeats must be >= 1, not {args.repeats}")
+    say = (lambda msg: None) if args.json else (lambda msg: print(f"validate: {msg}", file=sys.stderr, flush=True))
+    s = validate_measured(args.out or DEFAULT_OUT, quick=args.quick, repeats=args.repeats, say=say,
+                          published=not args.no_published)
+    if args.json:
+        print_json({k: s[k] for k in ("configs", "mape_iteration", "max_ape_iteration", "bias_iteration", "report",
+                                      "report_markdown", "matrix", "repeats", "noise", "components",
+                                      "simulation_components", "system_spec", "wall_s")}
+                   | {"time_to_accuracy": {k: s["time_to_accuracy"][k] for k in ("target_top1", "mape", "max_ape", "rows")},
+                      "published": ({k: s["published"]["validation"][k] for k in ("median_abs_error_pct",
+                                                                                  "max_abs_error_pct", "count")}
+                                    if s.get("published") else None)})
+        return 0
+    c = s["components"]
+    print(f"
+validated {s['configs']} configurations ({s['matrix']} matrix, {s['repeats']} run(s) each) in "
+          f"{s['wall_s'] / 60:.1f} min")
+    print(f"iteration time: mean |error| {_pct(s['mape_iteration'])}, max |error| {_pct(s['max_ape_iteration'])}, "
+          f"bias {_pct(s['bias_iteration'])}; measurement noise (median SEM) {_pct(s['noise']['median_sem_pct'])}")
+    for name in ("compute", "comm_total", "comm_exposed", "optimizer"):
+        if c[name]["n"]:
+            print(f"  {name:<13} mean |error| {_pct(c[name]['mape'])}, max {_pct(c[name]['max_ape'])} "
+                  f"over {c[name]['n']} configurations")
+    t = s["time_to_accuracy"]
+    print(f"time to {t['target_top1']:g}% on digits: mean |error| {_pct(t['mape'])}, max {_pct(t['max_ape'])} "
+          f"over {sum(1 for r in t['rows'] if r.get('error_pct') is not None)} batch sizes")
+    if s.get("published"):
+        v = s["published"]["validation"]
+        print(f"published results: median |error| {_pct(v['median_abs_error_pct'])}, max "
+              f"{_pct(v['max_abs_error_pct'])} over {v['count']} rows")
+    print(f"
+report: {s['report']}
+        {s['report_markdown']}")
+    return 0
 
 
 def _progress(i: int, n: int, label: str) -> None:
