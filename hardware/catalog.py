@@ -27,6 +27,13 @@ this machine and writes a calibrated spec; the id ``local`` then resolves (for s
    ``perfmodel calibrate`` writes without ``--out``, if it exists;
 3. the catalog placeholder ``hardware/data/systems/local.toml``.
 
+User systems
+------------
+A system id that is not in the catalog is looked up in the user's system registry, the folder named by
+``TTT_SYSTEMS_DIR`` (default ``$XDG_CONFIG_HOME/ttt-perfmodel/systems``, i.e.
+``~/.config/ttt-perfmodel/systems``): ``<id>.toml`` there. ``perfmodel cluster up`` registers the emulated
+cluster there as ``emulated`` (and ``perfmodel cluster down`` removes it). Catalog ids cannot be shadowed.
+
 A calibrated system file may carry a ``[calibration]`` table (measured allreduce costs, the executor's
 overheads) and its device file ``layer_overhead_us`` and ``[shared_efficiency.<precision>.ranks_<k>]``
 curves; see :mod:`hardware.specs`.
@@ -53,7 +60,7 @@ from hardware.units import to_si
 __all__ = [
     "CATALOG_DIR", "DEVICES_DIR", "SYSTEMS_DIR", "list_devices", "list_systems", "load_device",
     "load_system", "load_any", "spec_to_dict", "is_path_like", "DEVICE_SCHEMA", "SYSTEM_SCHEMA",
-    "LOCAL_SPEC_ENV", "user_local_spec_path", "calibrated_local_spec",
+    "LOCAL_SPEC_ENV", "user_local_spec_path", "calibrated_local_spec", "SYSTEMS_DIR_ENV", "user_systems_dir",
 ]
 
 CATALOG_DIR = Path(__file__).resolve().parent / "data"
@@ -456,6 +463,19 @@ def calibrated_local_spec() -> Path | None:
     return p.resolve() if p.is_file() else None
 
 
+#: environment variable naming the user's system registry (folder of ``<id>.toml`` system specs)
+SYSTEMS_DIR_ENV = "TTT_SYSTEMS_DIR"
+
+
+def user_systems_dir() -> Path:
+    """The user's system registry: ``$TTT_SYSTEMS_DIR``, else ``$XDG_CONFIG_HOME/ttt-perfmodel/systems``
+    (default ``~/.config/ttt-perfmodel/systems``). Ids not in the catalog resolve to ``<id>.toml`` there."""
+    env = os.environ.get(SYSTEMS_DIR_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return user_local_spec_path().parent / "systems"
+
+
 def _resolve(ref: Any, kind: str, base: Path | None = None, src: str = "catalog", field_: str = "id") -> Path:
     """Map a catalog id or a path to an existing file path. ``kind``: 'device', 'system' or 'any'."""
     if isinstance(ref, Path):
@@ -474,6 +494,8 @@ def _resolve(ref: Any, kind: str, base: Path | None = None, src: str = "catalog"
             raise SpecError(str(p), "path", ref, "file not found")
         return p.resolve()
     dirs = {"device": [DEVICES_DIR], "system": [SYSTEMS_DIR], "any": [SYSTEMS_DIR, DEVICES_DIR]}[kind]
+    if kind in ("system", "any") and base is None:
+        dirs = [*dirs, user_systems_dir()]   # user systems after the catalog (see "User systems")
     for d in dirs:
         p = d / f"{ref}.toml"
         if p.is_file():

@@ -515,8 +515,10 @@ class _ScalarFastCurve(EfficiencyCurve):
         return EfficiencyCurve.at(self, batch)
 
 
-def _fast_curve(system: SystemSpec, precision: str) -> EfficiencyCurve:
-    c = system.device.efficiency_for(precision)
+def _fast_curve(system: SystemSpec, precision: str, ranks_per_node: int = 1) -> EfficiencyCurve:
+    """The curve iteration_model would pick (it depends on how many ranks share a device), as a fast copy."""
+    share = max(1.0, ranks_per_node / system.devices_per_node)
+    c = system.device.efficiency_for(precision, share)
     if type(c) is not EfficiencyCurve:    # a curve of another kind: use it as it is
         return c
     return _ScalarFastCurve(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)})
@@ -538,13 +540,14 @@ def _iteration_arrays(family: _Family, nodes: int, pdb: np.ndarray, cache: dict)
     if table is None:
         table = cache[("tab", family.model)] = load_workload(family.model)
     n = len(pdb)
-    curve = cache.get(("curve", family.system, family.precision))
+    key = ("curve", family.system, family.precision, family.ranks_per_node)
+    curve = cache.get(key)
     if curve is None:
         try:
-            curve = _fast_curve(system, family.precision)
+            curve = _fast_curve(system, family.precision, family.ranks_per_node)
         except ToolkitError as exc:    # e.g. no efficiency curve at this precision: every point fails
             curve = exc
-        cache[("curve", family.system, family.precision)] = curve
+        cache[key] = curve
     if isinstance(curve, ToolkitError):
         return {f: np.full(n, np.nan) for f in _ITER_FIELDS}, [_status_of(curve)] * n, [str(curve)] * n, ()
     kw = dict(precision=family.precision, algorithm=family.algorithm, bucket_bytes=family.bucket_bytes,

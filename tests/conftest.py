@@ -7,3 +7,7 @@ import tempfile
 # The on-disk cache of collective profiles (perfmodel.network) is per test session: results computed by an
 # earlier version of the code on this machine never leak into a test run.
 os.environ["TTT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ttt-test-cache-")
+
+# `--system local` means the catalog placeholder in tests, whatever `perfmodel calibrate` wrote on this machine
+# (tests that need a calibrated spec write their own and pass its path).
+os.environ["TTT_LOCAL_SPEC"] = ""

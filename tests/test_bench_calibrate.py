@@ -414,3 +414,18 @@ def test_calibrate_default_output_location(monkeypatch, tmp_path):
     monkeypatch.delenv(catalog.LOCAL_SPEC_ENV)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert default_output() == tmp_path / "ttt-perfmodel" / "local.toml" == catalog.user_local_spec_path()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "kfac"])
+def test_simulation_equals_prediction_on_a_calibrated_spec(spec, optimizer):
+    """The simulator spends the calibrated executor overheads in every step, as the predictor counts them."""
+    from perfmodel.config import load_config
+    from perfmodel.predict import predict
+    from perfmodel.simulate import simulate
+
+    cfg = load_config(None, model="resnet20", system=str(spec), batch=64, ranks_per_node=2, epochs=1,
+                      optimizer=optimizer, optimizer_options={"refresh_interval": 5} if optimizer == "kfac" else None)
+    p, s = predict(cfg), simulate(cfg, iterations=10)
+    assert p.breakdown["overhead_s"] > 0
+    assert s.iteration_s == pytest.approx(p.iteration_s, rel=1e-9)
+    assert s.to_dict()["breakdown"]["overhead_s"] == pytest.approx(p.breakdown["overhead_s"])

@@ -30,7 +30,6 @@ from types import SimpleNamespace
 from typing import Any, Hashable, Iterable
 
 import networkx as nx
-import numpy as np
 import pytest
 
 import hardware.topology as T
@@ -667,3 +666,32 @@ def test_cache_rules_are_unchanged():
     for nb in SIZES:
         assert T.max_flow_time(C, ring, nb) == pytest.approx(REF.max_flow_time(C, ring, nb), rel=REL, abs=0)
     _assert_loads_equal(T.link_loads(C, ring), REF.link_loads(C, ring), "edited cluster")
+
+
+def test_pickled_and_deep_copied_graphs_rebuild_their_index():
+    import copy
+    import pickle
+
+    G = GRAPHS["cluster-dgx1-fat-tree"]
+    eps = T.endpoints(G)
+    flows = [(eps[i], eps[(i + 9) % len(eps)]) for i in range(len(eps))]
+    t = T.max_flow_time(G, flows, 1e6)
+    for H in (pickle.loads(pickle.dumps(G)), copy.deepcopy(G)):
+        assert H.graph.get("_fast") is None
+        assert T.max_flow_time(H, flows, 1e6) == t
+        assert T.link_loads(H, flows) == T.link_loads(G, flows)
+
+
+def test_step_memo_follows_bandwidths_and_clear_routes():
+    G = T.fat_tree(32, 8, 4, 1e9, 1e-6)
+    flows = [(i, (i + 8) % 32) for i in range(32)]
+    src, dst = R.node_ids(G, [s for s, _ in flows]), R.node_ids(G, [d for _, d in flows])
+    first = R.flow_times(G, src, dst, (0.0, 1e6), bw=R.bandwidths(G), memo=True)
+    assert first == [REF.max_flow_time(G, flows, 0.0), pytest.approx(REF.max_flow_time(G, flows, 1e6), rel=REL)]
+    assert R.flow_times(G, src, dst, (0.0, 1e6), bw=R.bandwidths(G), memo=True) == first
+    G.edges[("leaf", 0), ("spine", 1)]["bw_Bps"] = 1e8  # new bandwidths: the memo must not answer
+    again = R.flow_times(G, src, dst, (0.0, 1e6), bw=R.bandwidths(G), memo=True)
+    assert again[1] == pytest.approx(REF.max_flow_time(G, flows, 1e6), rel=REL) and again[1] > first[1]
+    G.edges[("leaf", 1), ("spine", 2)]["latency_s"] = 1e-3
+    T.clear_routes(G)
+    assert R.flow_times(G, src, dst, (0.0,), bw=R.bandwidths(G), memo=True)[0] == pytest.approx(3e-6 + 1e-3)

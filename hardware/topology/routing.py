@@ -57,6 +57,11 @@ routing, the other families) uses the cached per-pair routes above as one segmen
 distinct pairs. The results equal the per-flow computation up to the order of floating-point sums
 (checked to 1e-12 relative in tests/test_routing_speed.py against a verbatim copy of it). Any error falls
 back to the per-flow code, so the first bad pair (in order) raises the same SpecError as before.
+
+Internal entry points for the collective pricing (not exported): :func:`node_ids` (endpoints to index
+ids), :func:`bandwidths` (every edge's ``bw_Bps``, read now), :func:`flow_times` (one pricing of a step
+for several message sizes, optionally memoised per flow pattern and bandwidths: collective algorithms
+share patterns) and :func:`graph_memo` (callers' per-graph scratch, dropped with the routes).
 """
 from __future__ import annotations
 
@@ -332,7 +337,7 @@ def link_loads(G: nx.Graph, pairs: Iterable[tuple[Hashable, Hashable]], routing:
     if priced is None:
         return {}
     edges = priced.index.edges
-    return {edges[e]: x for e, x in zip(priced.used.tolist(), priced.loads[priced.used].tolist())}
+    return dict(zip(map(edges.__getitem__, priced.used.tolist()), priced.loads[priced.used].tolist()))
 
 
 def max_flow_time(
@@ -384,6 +389,14 @@ class _Index:
         self.tables: dict = {}  # family tables (spread_flow_classes; None = not applicable), graph_memo
         self.memo: dict[tuple, tuple[float, ...]] = {}  # flow_times(..., memo=True) results, valid for memo_bw
         self.memo_bw: np.ndarray | None = None
+
+    def __reduce__(self):
+        # a pickled or deep-copied graph drops its index (G.graph["_fast"] becomes None): rebuilt on use
+        return (_no_index, ())
+
+
+def _no_index() -> None:
+    return None
 
 
 def _index(G: nx.Graph) -> _Index:
@@ -589,11 +602,14 @@ def _price_pairs(G: nx.Graph, pairs: list, routing: str, bw: np.ndarray | None =
     ix = _index(G)
     nid = ix.node_id
     try:
+        src_nodes, dst_nodes = zip(*pairs)  # a ValueError for pairs that are not pairs, as before
+        get = nid.__getitem__
         try:
-            ids = np.array([(nid[s], nid[d]) for s, d in pairs], dtype=np.int64).reshape(-1, 2)
+            src = np.fromiter(map(get, src_nodes), dtype=np.int64, count=len(pairs))
+            dst = np.fromiter(map(get, dst_nodes), dtype=np.int64, count=len(pairs))
         except (KeyError, TypeError):
             raise _Fallback from None
-        return _price_ids(G, ix, ids[:, 0], ids[:, 1], routing, bw)
+        return _price_ids(G, ix, src, dst, routing, bw)
     except (_Fallback, SpecError) as exc:
         _slow_check(G, pairs, routing)
         if isinstance(exc, SpecError):

@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     it = pred.iteration_s
     print("\nper iteration          ms      share")
     for key, label in (("forward_s", "forward"), ("backward_s", "backward"), ("comm_exposed_s", "exposed comm"),
-                       ("optimizer_s", "optimizer"), ("io_s", "input pipeline")):
-        print(f"  {label:<16} {b[key] * 1e3:9.2f}   {b[key] / it:7.1%}")
+                       ("optimizer_s", "optimizer"), ("io_s", "input pipeline"),
+                       ("overhead_s", "executor overhead")):
+        if key in b:
+            print(f"  {label:<16} {b[key] * 1e3:9.2f}   {b[key] / it:7.1%}")
     print(f"  {'(comm total)':<16} {b['comm_total_s'] * 1e3:9.2f}   {'hidden ' + format(1 - b['comm_exposed_s'] / b['comm_total_s'], '.0%') if b['comm_total_s'] else ''}")
     print("\nwhole run              s      share")
     for key, label in (("training_s", "training"), ("eval_s", "evaluation"), ("startup_s", "start-up")):

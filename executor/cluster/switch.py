@@ -1,0 +1,357 @@
+"""The userspace switch of the emulated cluster: one process that forwards Ethernet frames between the hosts'
+TAP interfaces with the rate and the delay of every link on their path (the engine used when the kernel
+has no ``sch_netem``; see :mod:`executor.cluster.manage`).
+
+    python -m executor.cluster.switch CONFIG.json      (started by ``perfmodel cluster up``; a daemon)
+
+How a frame is timed
+--------------------
+Every host namespace has a TAP interface (``ttt0``) with TCP segmentation offload, so the kernel hands the
+switch TCP "super-frames" of up to 64 KiB (one ``virtio_net_hdr`` + Ethernet frame) and accepts them back:
+one read and one write move up to 44 Ethernet frames, which keeps a Python process fast enough for
+Gbit/s links. The cost of a super-frame is computed as the ``S`` Ethernet frames it stands for: its
+payload plus, per segment, the headers and 24 bytes of FCS, preamble and inter-frame gap (``W`` wire bytes
+in all, ``w = W / S`` per segment).
+
+On each directed link of its path (host -> leaf [-> spine -> leaf] -> host) the frame is served FIFO at the
+link's rate ``r`` and then delayed by the link's delay ``d``. With ``a_1`` and ``a_S`` the arrival times
+of its first and last segment at the link and ``free`` the time the link finishes its previous frame::
+
+    start = max(free, a_1)
+    e_1   = start + w / r                              (first segment out)
+    e_S   = max(start + W / r, a_S + w / r)            (last segment out; = free for the next frame)
+    a_1', a_S' = e_1 + d, e_S + d                      (arrival at the next link)
+
+which is exact for store-and-forward switching of the individual Ethernet frames (the segments of a
+super-frame are pipelined over the hops as real frames would be). The frame is written into the
+destination's TAP at ``a_S`` of its last link. At the sending host ``a_1 = a_S`` = the time the switch
+read the frame.
+
+APPROXIMATIONS: a frame is timed on every link of its path when it is read, so two frames from different
+sources that meet at a later link are served in the order they were read (not strictly in the order they
+reach that link); queues are unbounded up to :data:`MAX_QUEUED_BYTES` (TCP sees delay, not loss); the
+switch is late when it does not get the CPU in time (it asks for real-time priority, and records how late
+its writes were in the stats file: ``late_max_s``, ``late_mean_s``).
+
+Broadcast and multicast frames go to every other host; frames to an unknown MAC are dropped (the hosts'
+neighbour tables are filled at bring-up, so ARP is not needed).
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import fcntl
+import json
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+from executor.cluster.plan import HOST_IFACE, ClusterConfig, ClusterPlan, make_plan
+
+__all__ = ["VNET_HDR_LEN", "ETH_OVERHEAD", "frame_cost", "LinkTimer", "open_tap", "Switch", "main",
+           "MAX_QUEUED_BYTES"]
+
+#: bytes of ``struct virtio_net_hdr`` in front of every frame (IFF_VNET_HDR, default size)
+VNET_HDR_LEN = 10
+#: bytes an Ethernet frame costs on the wire beyond its header and payload: FCS 4, preamble 8, gap 12
+ETH_OVERHEAD = 24
+#: most bytes held in the switch at once (beyond: frames are dropped and counted)
+MAX_QUEUED_BYTES = 1 << 30
+_READ = 65536 + 1024     # largest super-frame (gso_max_size 64 KiB) + headers
+_BATCH = 256             # frames read from one TAP per wake-up at most
+
+# linux/if_tun.h
+_TUNSETIFF = 0x400454CA
+_TUNSETOFFLOAD = 0x400454D0
+_IFF_TAP, _IFF_NO_PI, _IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+_TUN_F_CSUM, _TUN_F_TSO4, _TUN_F_TSO6, _TUN_F_TSO_ECN = 0x01, 0x02, 0x04, 0x08
+_CLONE_NEWNET = 0x40000000
+_PR_SET_TIMERSLACK = 29
+
+
+def frame_cost(buf: bytes) -> tuple[int, int]:
+    """``(S, W)``: the Ethernet frames a TAP read (virtio_net_hdr + frame) stands for and their wire bytes.
+
+    A non-GSO frame is one frame of ``max(len, 60) + 24`` bytes. A TCP/UDP GSO super-frame of payload ``P``
+    and headers ``H`` (Ethernet + IP + TCP/UDP, parsed from the frame) with segment size ``gso_size`` is
+    ``S = ceil(P / gso_size)`` frames of ``W = P + S * (H + 24)`` bytes in all.
+    """
+    n = len(buf) - VNET_HDR_LEN
+    gso_type = buf[1] & 0x7F
+    if gso_type == 0 or n <= 0:
+        return 1, max(n, 60) + ETH_OVERHEAD
+    gso_size = buf[4] | (buf[5] << 8)
+    off = VNET_HDR_LEN + 12
+    ethertype = (buf[off] << 8) | buf[off + 1]
+    off += 2
+    if ethertype == 0x8100:  # VLAN tag
+        ethertype = (buf[off + 2] << 8) | buf[off + 3]
+        off += 4
+    if ethertype == 0x0800:
+        l4 = off + (buf[off] & 0x0F) * 4
+    elif ethertype == 0x86DD:
+        l4 = off + 40
+    else:
+        return 1, n + ETH_OVERHEAD
+    if gso_type in (1, 4):   # TCPv4, TCPv6
+        end = l4 + (buf[l4 + 12] >> 4) * 4
+    else:                    # UDP (3) and UDP_L4 (5)
+        end = l4 + 8
+    hdr = end - VNET_HDR_LEN
+    payload = n - hdr
+    if gso_size <= 0 or payload <= 0:
+        return 1, max(n, 60) + ETH_OVERHEAD
+    segs = -(-payload // gso_size)
+    return segs, payload + segs * (hdr + ETH_OVERHEAD)
+
+
+class LinkTimer:
+    """Per directed link: seconds per wire byte, delay, and when the link is free (the formulas of the
+    module docstring). Pure arithmetic, used by :class:`Switch` and by the tests."""
+
+    def __init__(self, rates_bps: list[float], delays_s: list[float]):
+        self.spb = [8.0 / float(r) for r in rates_bps]
+        self.delay = [float(d) for d in delays_s]
+        self.free = [0.0] * len(self.spb)
+
+    def traverse(self, path: list[int], t: float, segs: int, wire: int) -> float:
+        """Time the last segment of a frame read at ``t`` reaches the end of ``path``; updates the links."""
+        af = al = t
+        w = wire / segs
+        free, spb, delay = self.free, self.spb, self.delay
+        for i in path:
+            s = spb[i]
+            f = free[i]
+            start = f if f > af else af
+            ef = start + w * s
+            el = start + wire * s
+            x = al + w * s
+            if x > el:
+                el = x
+            free[i] = el
+            d = delay[i]
+            af, al = ef + d, el + d
+        return al
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def open_tap(netns: str, name: str = HOST_IFACE) -> int:
+    """Attach to the persistent TAP ``name`` inside namespace ``netns`` (vnet header, TSO on); returns a
+    non-blocking file descriptor. The thread enters the namespace only to open ``/dev/net/tun``."""
+    libc = _libc()
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if libc.setns(target, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        finally:
+            if libc.setns(own, _CLONE_NEWNET) != 0:  # pragma: no cover - cannot fail for our own namespace
+                raise OSError(ctypes.get_errno(), "setns back")
+    finally:
+        os.close(own)
+        os.close(target)
+    try:
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR))
+        fcntl.ioctl(fd, _TUNSETOFFLOAD, _TUN_F_CSUM | _TUN_F_TSO4 | _TUN_F_TSO6 | _TUN_F_TSO_ECN)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Switch:
+    """The forwarding loop over the hosts' TAPs of ``plan`` (see the module docstring)."""
+
+    def __init__(self, plan: ClusterPlan, stats_file: str | None = None):
+        self.plan = plan
+        n = len(plan.hosts)
+        self.timer = LinkTimer([ln.rate_bps for ln in plan.links], [ln.delay_s for ln in plan.links])
+        self.paths = [[plan.path(s, d) if s != d else [] for d in range(n)] for s in range(n)]
+        self.mac_to_host = {bytes.fromhex(h.mac.replace(":", "")): h.index for h in plan.hosts}
+        self.fds: list[int] = []
+        self.queues = [collections.deque() for _ in range(n)]
+        self.queued_bytes = 0
+        self.stats_file = stats_file
+        self.stats: dict[str, Any] = {"pid": os.getpid(), "started": time.time(), "realtime": False,
+                                      "frames_in": 0, "bytes_in": 0, "frames_out": 0, "wire_bytes": 0,
+                                      "dropped_unknown": 0, "dropped_full": 0, "write_errors": 0,
+                                      "late_max_s": 0.0, "late_sum_s": 0.0, "late_over_100us": 0,
+                                      "closed_hosts": []}
+        self.running = True
+
+    def open(self) -> None:
+        """Attach to every host's TAP."""
+        self.fds = [open_tap(h.netns) for h in self.plan.hosts]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.fds = []
+
+    def _enqueue(self, src: int, buf: bytes, t: float) -> None:
+        st = self.stats
+        dst_mac = buf[VNET_HDR_LEN:VNET_HDR_LEN + 6]
+        if dst_mac[0] & 1:   # broadcast / multicast: flood
+            dsts = [d for d in range(len(self.queues)) if d != src and self.fds[d] >= 0]
+        else:
+            d = self.mac_to_host.get(dst_mac)
+            if d is None or d == src:
+                st["dropped_unknown"] += 1
+                return
+            dsts = [d]
+        if self.queued_bytes + len(buf) * len(dsts) > MAX_QUEUED_BYTES:
+            st["dropped_full"] += 1
+            return
+        segs, wire = frame_cost(buf)
+        st["wire_bytes"] += wire
+        paths = self.paths[src]
+        for d in dsts:
+            due = self.timer.traverse(paths[d], t, segs, wire)
+            self.queues[d].append((due, buf))
+            self.queued_bytes += len(buf)
+
+    def _read(self, src: int, t: float) -> None:
+        fd = self.fds[src]
+        st = self.stats
+        for _ in range(_BATCH):
+            try:
+                buf = os.read(fd, _READ)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # the namespace or its TAP went away
+                st["closed_hosts"].append([src, str(exc)])
+                os.close(fd)
+                self.fds[src] = -1
+                return
+            st["frames_in"] += 1
+            st["bytes_in"] += len(buf)
+            self._enqueue(src, buf, t)
+
+    def _flush(self, now: float) -> None:
+        st = self.stats
+        for d, q in enumerate(self.queues):
+            fd = self.fds[d]
+            while q and q[0][0] <= now:
+                due, buf = q.popleft()
+                self.queued_bytes -= len(buf)
+                if fd < 0:
+                    continue
+                try:
+                    os.write(fd, buf)
+                except OSError:
+                    st["write_errors"] += 1
+                    continue
+                late = time.monotonic() - due
+                st["frames_out"] += 1
+                st["late_sum_s"] += late
+                if late > st["late_max_s"]:
+                    st["late_max_s"] = late
+                if late > 1e-4:
+                    st["late_over_100us"] += 1
+
+    def write_stats(self) -> None:
+        """Write the counters (JSON, atomically) to the stats file, if any."""
+        if not self.stats_file:
+            return
+        st = dict(self.stats)
+        st["late_mean_s"] = st["late_sum_s"] / st["frames_out"] if st["frames_out"] else 0.0
+        st["queued_bytes"] = self.queued_bytes
+        st["updated"] = time.time()
+        tmp = f"{self.stats_file}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(st, fh)
+        os.replace(tmp, self.stats_file)
+
+    def run(self) -> None:
+        """Forward until :attr:`running` is cleared (SIGTERM) or every TAP is gone."""
+        mono = time.monotonic
+        next_stats = mono() + 1.0
+        while self.running:
+            live = [fd for fd in self.fds if fd >= 0]
+            if not live:
+                break
+            due = None
+            for q in self.queues:
+                if q and (due is None or q[0][0] < due):
+                    due = q[0][0]
+            now = mono()
+            timeout = 1.0 if due is None else min(1.0, max(0.0, due - now))
+            try:
+                ready, _, _ = select.select(live, [], [], timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+                continue
+            now = mono()
+            if ready:
+                index = {fd: i for i, fd in enumerate(self.fds)}
+                for fd in ready:
+                    self._read(index[fd], now)
+            self._flush(mono() + 2e-6)
+            if now >= next_stats:
+                self.write_stats()
+                next_stats = now + 1.0
+        self.write_stats()
+
+
+def _realtime() -> bool:
+    """Ask for real-time (FIFO) scheduling and 1 ns timer slack; True when granted."""
+    try:
+        _libc().prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover
+        pass
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Daemon entry point: ``CONFIG.json`` holds ``config`` (ClusterConfig fields), ``stats_file`` and
+    ``ready_file`` (written with ``ok`` once every TAP is attached, or the error)."""
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0], encoding="utf-8") as fh:
+        conf = json.load(fh)
+    ready = conf.get("ready_file")
+    try:
+        plan = make_plan(ClusterConfig(**conf["config"]))
+        sw = Switch(plan, stats_file=conf.get("stats_file"))
+        sw.open()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent through the ready file
+        if ready:
+            with open(ready, "w") as fh:
+                fh.write(f"error: {type(exc).__name__}: {exc}\n")
+        return 1
+
+    def stop(signum, frame):  # noqa: ARG001
+        sw.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sw.stats["realtime"] = _realtime()
+    sw.write_stats()
+    if ready:
+        with open(ready, "w") as fh:
+            fh.write("ok\n")
+    try:
+        sw.run()
+    finally:
+        sw.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
