@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "perfmodel.cli.run_cmd",
     "bench": "perfmodel.cli.bench_cmd",
     "calibrate": "perfmodel.cli.calibrate_cmd",
+    "cluster": "perfmodel.cli.cluster_cmd",
 }
 
 
@@ -50,6 +51,7 @@ SUMMARIES: dict[str, str] = {
     "run": "run the configuration for real with MPI + PyTorch and measure it",
     "bench": "microbenchmarks: allreduce latency/bandwidth per algorithm, per-layer compute, GEMM, memory",
     "calibrate": "measure this machine (compute, allreduce, overheads) and write a calibrated system spec",
+    "cluster": "emulated cluster on this machine (network namespaces, shaped links) for runs across hosts",
 }
 
 

@@ -75,8 +75,7 @@ def run_measured(args: argparse.Namespace) -> int:
                                     if s.get("published") else None)})
         return 0
     c = s["components"]
-    print(f"
-validated {s['configs']} configurations ({s['matrix']} matrix, {s['repeats']} run(s) each) in "
+    print(f"\nvalidated {s['configs']} configurations ({s['matrix']} matrix, {s['repeats']} run(s) each) in "
           f"{s['wall_s'] / 60:.1f} min")
     print(f"iteration time: mean |error| {_pct(s['mape_iteration'])}, max |error| {_pct(s['max_ape_iteration'])}, "
           f"bias {_pct(s['bias_iteration'])}; measurement noise (median SEM) {_pct(s['noise']['median_sem_pct'])}")
@@ -91,9 +90,7 @@ validated {s['configs']} configurations ({s['matrix']} matrix, {s['repeats']} ru
         v = s["published"]["validation"]
         print(f"published results: median |error| {_pct(v['median_abs_error_pct'])}, max "
               f"{_pct(v['max_abs_error_pct'])} over {v['count']} rows")
-    print(f"
-report: {s['report']}
-        {s['report_markdown']}")
+    print(f"\nreport: {s['report']}\n        {s['report_markdown']}")
     return 0
 
 
