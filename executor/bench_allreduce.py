@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,6 +38,8 @@ from perfmodel.collectives.metrics import algorithm_bandwidth, bus_factor
 from executor.comm import allreduce, get_algorithm, known_algorithms
 from executor.comm.base import AllreduceAlgorithm
 from executor.mpi_utils import run_guarded, thread_level_name
+
+from perfmodel.atomic import atomic_write
 
 __all__ = ["message_sizes", "default_iterations", "default_warmup", "run_allreduce_bench", "parse_bytes",
            "format_table", "main"]
@@ -204,16 +204,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".bench-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text)
 
 
 def _parser() -> argparse.ArgumentParser:

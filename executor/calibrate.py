@@ -115,9 +115,12 @@ def _reason(stderr: str, rc: int) -> str:
 
 def run_benchmark(module: str, args: Sequence[str], ranks: int = 1, *, timeout_s: float = 600.0,
                   threads: int | None = None, what: str | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str], None] | None = None, system: str | None = None) -> dict[str, Any]:
     """Run ``python -m module args`` (under ``mpiexec -n ranks`` when ``ranks > 1``) in its own process
     group, with a time limit, and return the JSON document it writes to ``--out``.
+
+    ``system`` naming the emulated cluster (``emulated``, see :mod:`executor.cluster`) runs the ranks across
+    its hosts (one per host while there are enough) with :func:`executor.cluster.hydra.mpiexec_command`.
 
     Raises
     ------
@@ -134,6 +137,11 @@ def run_benchmark(module: str, args: Sequence[str], ranks: int = 1, *, timeout_s
     prog = [sys.executable, "-m", module, *map(str, args), "--out", str(out)]
     cmd = [find_mpiexec(), "-n", str(ranks), *prog] if ranks > 1 else prog
     env = _env(threads if threads is not None else cores_per_rank(ranks))
+    if system is not None:
+        from executor.cluster.hydra import is_emulated_system, mpiexec_command
+        if is_emulated_system(system):
+            cmd, extra = mpiexec_command(prog, ranks, tmp)
+            env.update(extra)
     t0 = time.monotonic()
     try:
         with open(tmp / "stderr.txt", "w") as err, open(tmp / "stdout.txt", "w") as sout:

@@ -10,6 +10,14 @@ Multi-host use
   --launcher srun`` runs ``srun -n 16 python -m executor.rank_main SPEC``; the MPI library must be built
   with Slurm/PMI support (the ``mpich`` wheel's hydra is used through ``--launcher mpiexec`` otherwise).
 
+Emulated cluster
+----------------
+With the system ``emulated`` (``perfmodel cluster up``; :mod:`executor.cluster`), the launcher is
+``emulated``: ``mpiexec`` runs inside the first host's network namespace and starts the other hosts' ranks
+in theirs (:func:`executor.cluster.hydra.mpiexec_command`), MPICH over TCP (ofi netmod) and gloo on the
+emulated interface; ranks are spread one per host (``--ranks-per-node`` or ``--nodes`` place them
+otherwise), and every rank gets ``cores / ranks`` cores, since all "hosts" share this machine's CPU.
+
 Faults: the launcher never hangs. A rank that raises prints ``rank R: <error>`` and aborts the job
 (:func:`executor.mpi_utils.run_guarded`); a rank that dies is detected by the MPI launcher, which tears
 the job down, and this module names the rank from the PID file each rank writes at start; a job that
@@ -80,6 +88,12 @@ def _command(launcher: str, ranks: int, spec: str, hostfile: str | None, ranks_p
     raise ConfigError("--launcher", "launcher", launcher, "must be mpiexec, srun or none")
 
 
+def _is_emulated(system: str | None) -> bool:
+    """Whether ``system`` names the emulated cluster (``executor.cluster``; no cluster needed to ask)."""
+    from executor.cluster.hydra import is_emulated_system
+    return is_emulated_system(system)
+
+
 def _diagnose(run_dir: Path, stderr: str, returncode: int) -> str:
     """One line naming the failing rank and the reason, from the ranks' own reports or their PID files."""
     m = re.search(r"^rank (\d+): (.+)$", stderr, flags=re.MULTILINE)
@@ -127,7 +141,8 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
         ``"mpi"`` (mpi4py, the toolkit's explicit algorithms or MPI's own) or ``"torch"``
         (torch.distributed: gloo on CPU, nccl on GPU).
     launcher : str, optional
-        ``"mpiexec"`` (default for several ranks), ``"srun"`` or ``"none"`` (default for one rank).
+        ``"mpiexec"`` (default for several ranks), ``"srun"``, ``"none"`` (default for one rank) or
+        ``"emulated"`` (default when ``cfg.system`` is the emulated cluster's).
     timeout_s : float
         The whole job is killed after this many seconds.
     extra : dict, optional
@@ -144,6 +159,8 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
     if cfg.dataset is None:  # the model's own dataset, as predict resolves it
         from perfmodel.workload import load_workload
         cfg = cfg.replace(dataset=load_workload(cfg.model).dataset)
+    if launcher is None and _is_emulated(cfg.system):
+        launcher = "emulated"
     launcher = launcher or ("none" if ranks == 1 and not hostfile else "mpiexec")
     run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="ttt-run-"))
     (run_dir / "pids").mkdir(parents=True, exist_ok=True)
@@ -154,13 +171,20 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
         "warmup_iterations": cfg.warmup_iterations if warmup_iterations is None else warmup_iterations,
         "out": os.path.abspath(result_path), "trace_dir": os.path.abspath(trace_dir) if trace_dir else None,
         "backend": backend, "run_dir": str(run_dir), "launcher": launcher,
-        "cores_per_rank": cores_per_rank(ranks if not hostfile else (cfg.ranks_per_node or ranks)),
+        "cores_per_rank": cores_per_rank(ranks if launcher == "emulated" or not hostfile
+                                         else (cfg.ranks_per_node or ranks)),
         **(extra or {}),
     }
     spec_path = run_dir / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    cmd = _command(launcher, ranks, str(spec_path), hostfile, cfg.ranks_per_node)
     env = dict(os.environ)
+    if launcher == "emulated":
+        from executor.cluster.hydra import mpiexec_command
+        cmd, cluster_env = mpiexec_command([sys.executable, "-m", "executor.rank_main", str(spec_path)], ranks,
+                                           run_dir, ranks_per_node=cfg.ranks_per_node, nodes=cfg.nodes)
+        env.update(cluster_env)
+    else:
+        cmd = _command(launcher, ranks, str(spec_path), hostfile, cfg.ranks_per_node)
     env.setdefault("OMP_NUM_THREADS", str(spec["cores_per_rank"]))
     env["PYTHONUNBUFFERED"] = "1"
     err_path, out_path = run_dir / "stderr.txt", run_dir / "stdout.txt"

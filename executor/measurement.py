@@ -16,14 +16,14 @@ Conventions
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["COMPONENTS", "summarise", "write_json_atomic", "load_measurement"]
+
+from perfmodel.atomic import write_json_atomic  # noqa: E402 - re-exported: the executor writes through it
 
 COMPONENTS = ("data_s", "forward_s", "backward_s", "comm_wait_s", "comm_total_s", "optimizer_s",
               "kfac_refresh_s", "iteration_s")
@@ -64,39 +64,6 @@ def summarise(per_rank: Sequence[Sequence[Mapping[str, Any]]], global_batch: int
         "iteration_std_s": float(it.std(ddof=1)) if it.size > 1 else 0.0, "iteration_min_s": float(it.min()),
         "measured_iterations": int(it.size), "breakdown": breakdown,
     }
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, fsync, rename.
-    A crash at any point leaves either the old file or the new one, never half of one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_clean(obj), fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_measurement(path: str | os.PathLike) -> dict[str, Any]:

@@ -65,7 +65,6 @@ def _trace_events(rank: int, records: list[dict], t0: float) -> list[dict]:
 
 
 def _train(spec: dict[str, Any], MPI) -> None:
-    import numpy as np
     import torch
     import torch.nn.functional as F
 

@@ -96,7 +96,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -106,6 +105,8 @@ from torch import nn
 from executor.models import DATASETS, build_model, get_model_info
 from hardware.errors import ConfigError
 from perfmodel.workload import LAYER_KEYS, SCHEMA, TOTAL_KEYS  # the schema's single source (no torch there)
+
+from perfmodel.atomic import atomic_write
 
 __all__ = ["SCHEMA", "BYTES_PER_ELEMENT", "LAYER_KEYS", "TOTAL_KEYS", "build_meta", "extract_table",
            "extract_registered", "dumps_table", "write_table", "load_callable", "build_user_model",
@@ -390,17 +391,7 @@ def dumps_table(table: dict) -> str:
 def write_table(table: dict, path: str | os.PathLike) -> Path:
     """Write ``table`` to ``path`` atomically (temporary file + rename); return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(dumps_table(table))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file is world-readable like any other
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, dumps_table(table))
     return path
 
 

@@ -52,7 +52,7 @@ from typing import Any, Mapping
 
 from hardware.errors import SpecError
 from hardware.specs import (CALIBRATED_ALGORITHMS, CLOSED_FORM_ALGORITHMS, DEVICE_KINDS, INTRA_KINDS,
-                            MEMORY_MODES, PRECISIONS, TOPOLOGY_KINDS, CalibratedCollective, Calibration,
+                            MEMORY_MODES, PRECISIONS, CalibratedCollective, Calibration,
                             DeviceSpec, EfficiencyCurve, ExecutorOverheads, FrozenMap, IntraNodeSpec, MemorySpec,
                             NetworkSpec, NodeSpec, SystemSpec)
 from hardware.units import to_si

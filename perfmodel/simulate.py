@@ -150,7 +150,7 @@ def build_engine_model(cfg: RunConfig, iterations: int, prediction: Prediction |
     it = iteration_model(table, system, nodes, rpn, [r.per_device_batch], precision=cfg.precision,
                          algorithm=cfg.allreduce, bucket_bytes=cfg.bucket_bytes, overlap=cfg.overlap,
                          optimizer=cfg.optimizer, optimizer_options=cfg.optimizer_options, source=cfg.source)
-    micro, steps = float(it.micro_batch[0]), int(it.accumulation_steps[0])
+    steps = int(it.accumulation_steps[0])
     # per-layer compute at the micro-batch on this rank's device share, and the buckets: iteration_model's
     fwd = np.asarray(it.fwd_layer_s[0], dtype=float)
     bwd_rev = np.asarray(it.bwd_layer_s[0][::-1], dtype=float)

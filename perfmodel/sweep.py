@@ -55,7 +55,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -63,6 +62,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+
+from perfmodel.atomic import atomic_write as _atomic_write
 
 import perfmodel.predict as _predict_mod
 from hardware.catalog import load_system
@@ -824,23 +825,12 @@ class SweepResult:
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+    """Write ``data`` to ``path`` atomically (:func:`perfmodel.atomic.atomic_write`); the folder must exist."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise ConfigError("--out", "out", str(path), "directory does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return _atomic_write(path, data, make_parents=False)
 
 
 def _progress_bar(total: int, progress: bool | None):

@@ -38,7 +38,6 @@ directory and predicting the row on that system path -- the real loader and pred
 from __future__ import annotations
 
 import math
-import os
 import re
 import tempfile
 import tomllib
@@ -53,6 +52,8 @@ from hardware.errors import SpecError, ToolkitError
 from validation.published import (
     DEFAULT_FILES, PublishedRow, RowPlan, RowSelector, load_published, plan_row, predict_plan,
 )
+
+from perfmodel.atomic import atomic_write
 
 __all__ = [
     "CalibrationTarget", "DerivedCurve", "CALIBRATION_PLAN", "DERIVED_CURVES", "CalibrationError", "FitResult",
@@ -207,15 +208,7 @@ def render_device(text: str, precision: str, eff_max: float | None = None, batch
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text)
 
 
 # ==========================================================================================================

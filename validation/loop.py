@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 
 from executor.measurement import write_json_atomic
 from perfmodel.predict import predict

@@ -30,7 +30,6 @@ import base64
 import html
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from validation import plots as P
 from validation.errors import COMPONENTS, summarise_errors
+
+from perfmodel.atomic import atomic_write
 
 __all__ = ["DEFAULT_TITLE", "write_report", "build_sections", "render_markdown", "render_html", "build_figures",
            "noise_band_pct"]
@@ -648,22 +649,7 @@ def render_html(sections: Sequence[Section], figures: Mapping[str, bytes], title
 # Writing
 # ==========================================================================================================
 def _atomic_write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return atomic_write(path, data)
 
 
 def write_report(out_dir: str | os.PathLike, results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],

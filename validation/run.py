@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from executor.measurement import write_json_atomic
-from validation.loop import load_points, run_matrix, summary_of
+from validation.loop import load_points, run_matrix
 from validation.matrix import MATRICES
 
 __all__ = ["validate_measured", "QUICK_TTA_BATCHES", "FULL_TTA_BATCHES"]

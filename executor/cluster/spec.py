@@ -5,9 +5,8 @@ What the spec says
 ------------------
 - ``max_nodes`` = hosts; one device and one NIC per node.
 - ``[network]``: ``fabric = "emulated-tcp"``; ``link_Gbps`` and ``latency_us`` are the link calibration
-  measured at bring-up (:mod:`executor.cluster.measure`): the MPI point-to-point payload rate of one TCP
-  stream and the one-way small-message MPI latency between two hosts (for a two-level tree, between hosts
-  on different leaves). The configured line rate and delays are in the ``[sources]`` entries and the notes.
+  measured at bring-up (:mod:`executor.cluster.measure`): rate and per-message latency of MPI exchanges
+  of large messages between two hosts (for a two-level tree, hosts on different leaves). The configured line rate and delays are in the ``[sources]`` entries and the notes.
   Without a measurement (``--no-measure``), the payload rate of the line rate over MTU-1500 Ethernet
   (1448 / 1538 of it) and the configured one-way delay of the path are used.
 - ``[network.topology]``: ``single-switch`` with ``ports = hosts``, or ``fat-tree`` with ``nodes_per_leaf =
@@ -145,11 +144,12 @@ def _measured_or_default(cfg: ClusterConfig, measured: dict[str, Any] | None) ->
         rate_gbps = measured["rate_Bps"] * 8 / 1e9
         lat_us = measured["latency_s"] * 1e6
         pair = measured.get("hosts", [a, b])
-        rsrc = (f"measured at bring-up: MPI point-to-point payload rate between hosts {pair[0]} and {pair[1]} "
-                f"(one TCP stream; fit of one-way times over 256 KiB-8 MiB; executor/cluster/measure.py); "
-                f"configured line rate {cfg.link_gbps:g} Gbit/s")
-        lsrc = (f"measured at bring-up: half the median MPI 8-byte round trip between hosts {pair[0]} and {pair[1]} "
-                f"({measured.get('pings', '?')} pings); configured delay on that path {path_us:g} us one way")
+        fit = (f"fit t(n) = latency + n / rate of MPI Sendrecv exchanges of 256 KiB-8 MiB between hosts {pair[0]} "
+               f"and {pair[1]} at bring-up (executor/cluster/measure.py: calibration of the emulated link)")
+        rsrc = f"measured: rate of the {fit}; configured line rate {cfg.link_gbps:g} Gbit/s"
+        small = measured.get("small_latency_s")
+        lsrc = (f"measured: latency of the {fit}; configured delay on that path {path_us:g} us one way"
+                + (f"; small-message (eager) MPI latency {small * 1e6:.1f} us" if small else ""))
         return rate_gbps, lat_us, rsrc, lsrc
     rate_gbps = cfg.link_gbps * TCP_PAYLOAD_FRACTION
     rsrc = (f"configured line rate {cfg.link_gbps:g} Gbit/s x 1448/1538 (TCP payload over MTU-1500 Ethernet); "

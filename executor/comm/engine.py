@@ -41,6 +41,7 @@ from ._buffers import SOURCE, as_flat_array
 from .api import get_algorithm
 from .base import AllreduceAlgorithm
 from .hierarchical import free_layouts
+from .polite import PoliteComm
 
 __all__ = ["Handle", "CommTimeout", "CommEngine", "MPIEngine", "iallreduce", "default_engine",
            "close_default_engines"]
@@ -222,11 +223,14 @@ class MPIEngine(CommEngine):
     """
 
     def __init__(self, comm: MPI.Comm | None = None, algorithm: str | AllreduceAlgorithm = "ring", *,
-                 abort_on_error: bool = True):
+                 abort_on_error: bool = True, polite: bool = True):
         self.algorithm = get_algorithm(algorithm)
         self.thread_level = require_thread_level("serialized")
         parent = get_comm(comm)
         self.comm = parent.Dup()
+        #: what the thread's operations talk through: with ``polite`` (default) its blocking waits yield the
+        #: processor between polls instead of busy-polling (executor.comm.polite)
+        self._talk = PoliteComm(self.comm) if polite else self.comm
         on_error = (lambda exc: abort(exc, MPI.COMM_WORLD, where="communication thread")) if abort_on_error \
             else None
         super().__init__(self._allreduce, rank=self.comm.Get_rank(), world_size=self.comm.Get_size(),
@@ -234,7 +238,7 @@ class MPIEngine(CommEngine):
 
     def _allreduce(self, payload: tuple[Any, Any, AllreduceAlgorithm]) -> None:
         arr, writeback, alg = payload
-        alg.allreduce(arr, self.comm)
+        alg.allreduce(arr, self._talk)
         if writeback is not None:
             writeback()
 
@@ -255,6 +259,7 @@ class MPIEngine(CommEngine):
         if self._closed:
             return
         super().close()
+        free_layouts(self._talk)
         free_layouts(self.comm)
         self.comm.Free()
 

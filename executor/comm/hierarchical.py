@@ -101,6 +101,11 @@ def node_layout(comm: MPI.Comm, ranks_per_node: int | None = None) -> NodeLayout
     comm.Allreduce(stats[2:], mx[2:], op=MPI.SUM)
     peers = comm.Split(color=local, key=rank)
     leaders = comm.Split(color=0 if local == 0 else MPI.UNDEFINED, key=rank)
+    from .polite import PoliteComm
+
+    if isinstance(comm, PoliteComm):  # sub-communicators of a polite one wait politely too
+        node, peers = PoliteComm(node), PoliteComm(peers)
+        leaders = PoliteComm(leaders) if leaders != MPI.COMM_NULL else leaders
     layout = NodeLayout(node=node, peers=peers, leaders=leaders, n_nodes=int(mx[2]),
                         uniform=bool(mx[0] == -mx[1]))
     _LAYOUTS[key] = (comm, layout)

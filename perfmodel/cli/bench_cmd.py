@@ -57,6 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--iterations", type=int, default=None, help="timed calls per size (default adaptive)")
     a.add_argument("--warmup", type=int, default=None, help="untimed calls per size (default adaptive)")
     a.add_argument("--timeout", type=float, default=600.0, help="kill the job after this many seconds")
+    a.add_argument("--system", default=None, help="'emulated': run the ranks across the hosts of the emulated "
+                   "cluster (perfmodel cluster up); default: this machine")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.add_argument("--out", default=None, help="also write the JSON to this file (atomically)")
     c = sub.add_parser("compute", help="per-layer / whole-model times, GEMM peak, memory bandwidth (torch)")
@@ -120,6 +122,18 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _bench_system(system: str | None) -> str | None:
+    """None (this machine) for no ``--system`` or ``local``; the emulated cluster's id or spec path as given;
+    anything else is an error (a benchmark measures where it runs)."""
+    if system is None or system == "local":
+        return None
+    from executor.cluster.hydra import is_emulated_system
+    if is_emulated_system(system):
+        return system
+    raise ConfigError("--system", "system", system, "a benchmark runs on this machine ('local') or on the emulated "
+                      "cluster ('emulated', after perfmodel cluster up)")
+
+
 def _allreduce(args) -> int:
     from executor.calibrate import run_benchmark
 
@@ -143,8 +157,11 @@ def _allreduce(args) -> int:
         cmd += ["--iterations", str(args.iterations)]
     if args.warmup is not None:
         cmd += ["--warmup", str(args.warmup)]
+    system = _bench_system(args.system)
     doc = run_benchmark("executor.bench_allreduce", cmd, args.ranks, timeout_s=args.timeout, threads=1,
-                        what="bench allreduce", progress=_progress(args))
+                        what="bench allreduce", progress=_progress(args), system=system)
+    if system is not None:
+        doc["system"] = system
     doc["summary"] = summarise_allreduce(doc["results"])
     _write(args.out, doc)
     if args.json:

@@ -3,7 +3,8 @@ rate and delay), so that ``run`` and ``bench`` with ``--system emulated`` run ac
 
     perfmodel cluster up --hosts N --link-gbps X --latency-us Y [--topology single-switch|two-level]
                          [--hosts-per-switch K] [--uplink-gbps Z] [--uplink-latency-us W]
-                         [--engine auto|netem|userspace] [--base-system local] [--no-measure] [--json]
+                         [--engine auto|netem|userspace] [--base-system local] [--prefix ttt-]
+                         [--no-measure] [--json]
     perfmodel cluster down [--json]
     perfmodel cluster status [--json]
 
@@ -44,6 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="links by the kernel's netem qdisc, or by a userspace switch (default: netem if available)")
     u.add_argument("--base-system", default="local",
                    help="system whose CPU the hosts share (device, executor overheads); default local")
+    u.add_argument("--prefix", default="ttt-", help="prefix of the namespaces made (default 'ttt-'; one cluster "
+                   "per state folder, $TTT_CLUSTER_DIR)")
     u.add_argument("--no-measure", action="store_true",
                    help="do not measure the link: the spec gets the configured rate and delay")
     u.add_argument("--json", action="store_true", help="print the cluster state as JSON")
@@ -71,8 +74,9 @@ def _summary(state: dict) -> list[str]:
                      f"(configured delays {ping['configured_rtt_s'] * 1e6:.0f} us)")
     m = state.get("measured")
     if m:
-        lines.append(f"  measured (MPI): latency {m['latency_s'] * 1e6:.1f} us one way, rate "
-                     f"{(m.get('rate_Bps') or 0) * 8 / 1e9:.3f} Gbit/s")
+        lines.append(f"  measured (MPI exchanges of 256 KiB-8 MiB): {m['latency_s'] * 1e6:.1f} us + n / "
+                     f"{(m.get('rate_Bps') or 0) * 8 / 1e9:.3f} Gbit/s; small messages "
+                     f"{m.get('small_latency_s', 0) * 1e6:.1f} us one way")
     spec = state.get("spec")
     if spec:
         lines.append(f"  system spec 'emulated': {spec['system_file']}")
@@ -87,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if action == "up":
         cfg = ClusterConfig(hosts=args.hosts, link_gbps=args.link_gbps, latency_us=args.latency_us,
                             topology=args.topology, hosts_per_switch=args.hosts_per_switch,
-                            uplink_gbps=args.uplink_gbps, uplink_latency_us=args.uplink_latency_us)
+                            uplink_gbps=args.uplink_gbps, uplink_latency_us=args.uplink_latency_us,
+                            prefix=args.prefix)
         state = up(cfg, base_system=args.base_system, engine=args.engine, measure=not args.no_measure,
                    progress=_progress(args))
         if args.json:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 
 from hardware.catalog import list_systems, load_system
 from perfmodel.cli.output import print_json, print_table

@@ -11,10 +11,10 @@ crash never leaves half a trace.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from perfmodel.atomic import atomic_write
 
 __all__ = ["TraceWriter"]
 
@@ -73,19 +73,5 @@ class TraceWriter:
     def write(self, path: str | Path, other: Mapping[str, Any] | None = None) -> Path:
         """Write the trace to ``path`` atomically; returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(other), fh, separators=(",", ":"))
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, json.dumps(self.to_dict(other), separators=(",", ":")))
         return path

@@ -1,0 +1,139 @@
+"""Allreduce and iteration predictions against measurements on the emulated cluster, over a matrix of
+networks: hosts, link rates, per-link latencies, single switch and an oversubscribed two-level tree.
+
+    sudo .venv/bin/python benchmarks/bench_emulated.py [--hosts 2,4] [--rates 0.5,1,5] [--latencies 100,1000]
+        [--two-level] [--algorithms ring,recursive_doubling,halving_doubling] [--sizes 1M,4M,16M]
+        [--iterations-model resnet20 --batches 32,128] [--repeats 3] [--quick] [--json] [--out FILE.json]
+
+For every network of the matrix: ``cluster up`` (with the link calibration of executor/cluster/measure.py),
+:func:`validation.emulated.bench_vs_predict` with one rank per host, optionally
+:func:`validation.emulated.iterations_vs_predict`, ``cluster down``. Prints one line per (network,
+algorithm, size) with measured and predicted times and the error, a summary (mean and max absolute error
+for messages of 1 MiB and above, and of the iterations) and, with ``--out``, everything as JSON.
+
+Needs root (network namespaces). Uses its own state folder and system registry (temporary folders), so it
+never touches a cluster or a spec the user has; the networks are brought down even when a step fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _sizes(text: str) -> list[int]:
+    from executor.bench_allreduce import parse_bytes
+
+    return [parse_bytes(x.strip(), "sizes") for x in text.split(",") if x.strip()]
+
+
+def networks(args) -> list[dict]:
+    """The matrix: every (hosts, rate, latency) on one switch, plus two-level trees of 4 hosts, 2 per switch,
+    with uplinks of the link rate (2:1 oversubscribed)."""
+    out = []
+    for hosts in args.hosts:
+        for rate in args.rates:
+            for lat in args.latencies:
+                out.append(dict(hosts=hosts, link_gbps=rate, latency_us=lat))
+    if args.two_level:
+        for rate in args.rates:
+            for lat in args.latencies:
+                out.append(dict(hosts=4, link_gbps=rate, latency_us=lat, topology="two-level", hosts_per_switch=2,
+                                uplink_gbps=rate))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=_ints, default=[2, 4])
+    ap.add_argument("--rates", type=_floats, default=[0.5, 1.0, 5.0], help="link rates, Gbit/s")
+    ap.add_argument("--latencies", type=_floats, default=[100.0, 1000.0], help="per-link one-way delays, us")
+    ap.add_argument("--two-level", action=argparse.BooleanOptionalAction, default=True,
+                    help="also 4 hosts on a 2:1 oversubscribed two-level tree (default on)")
+    ap.add_argument("--algorithms", default="ring,recursive_doubling,halving_doubling")
+    ap.add_argument("--sizes", type=_sizes, default=[1 << 20, 4 << 20, 16 << 20])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-iterations", type=int, default=10, help="timed calls per size and repeat")
+    ap.add_argument("--iterations-model", default=None, help="also compare training iterations of this model")
+    ap.add_argument("--batches", type=_ints, default=[32, 128], help="global batches of the iteration runs")
+    ap.add_argument("--quick", action="store_true", help="2 hosts, 1 Gbit/s, 100 us, one switch; 1M,4M")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--out", default=None, help="write the results as JSON")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.hosts, args.rates, args.latencies, args.two_level = [2], [1.0], [100.0], False
+        args.sizes = [1 << 20, 4 << 20]
+    tmp = tempfile.mkdtemp(prefix="ttt-bench-emulated-")
+    os.environ.setdefault("TTT_CLUSTER_DIR", os.path.join(tmp, "state"))
+    os.environ.setdefault("TTT_SYSTEMS_DIR", os.path.join(tmp, "systems"))
+
+    from executor.cluster import ClusterConfig, down, up
+    from validation.emulated import bench_vs_predict, error_summary, iterations_vs_predict
+
+    algorithms = [a for a in args.algorithms.split(",") if a]
+    say = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = []
+    t_start = time.time()
+    for net in networks(args):
+        cfg = ClusterConfig(**net)
+        say(f"== {cfg.describe()}")
+        entry: dict = {"network": cfg.to_dict(), "description": cfg.describe()}
+        try:
+            state = up(cfg)
+            entry["measured_link"] = {k: state["measured"].get(k) for k in ("latency_s", "rate_Bps", "rtt_min_s")}
+            rows = bench_vs_predict("emulated", cfg.hosts, algorithms, args.sizes, repeats=args.repeats,
+                                    max_iterations=args.max_iterations)
+            entry["allreduce"] = rows
+            for r in rows:
+                say(f"   {r['algorithm']:<19} {r['bytes'] / 2**20:6.2f} MiB  measured {r['measured_s'] * 1e3:9.2f} ms"
+                    f"  predicted {r['predicted_s'] * 1e3:9.2f} ms  error {r['error_pct']:+6.1f} %")
+            if args.iterations_model:
+                its = iterations_vs_predict("emulated", cfg.hosts, args.iterations_model, args.batches)
+                entry["iterations"] = its
+                for r in its:
+                    say(f"   {r['model']} batch {r['batch']:<4} iteration measured {r['measured_s'] * 1e3:8.1f} ms  "
+                        f"predicted {r['predicted_s'] * 1e3:8.1f} ms  error {r['error_pct']:+6.1f} %")
+        except Exception as exc:  # noqa: BLE001 - report the network's failure and go on with the next
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            say(f"   FAILED: {entry['error']}")
+        finally:
+            down()
+        results.append(entry)
+    all_rows = [r for e in results for r in e.get("allreduce", [])]
+    all_its = [r for e in results for r in e.get("iterations", [])]
+    summary = {"allreduce_1MiB_and_above": error_summary(all_rows, min_bytes=1 << 20),
+               "iterations": error_summary(all_its), "networks": len(results),
+               "failed": sum(1 for e in results if "error" in e), "wall_s": time.time() - t_start}
+    doc = {"summary": summary, "results": results}
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        a, i = summary["allreduce_1MiB_and_above"], summary["iterations"]
+        print(f"allreduce >= 1 MiB: {a['count']} points, mean |error| {a['mean_abs_pct'] or 0:.1f} %, max "
+              f"{a['max_abs_pct'] or 0:.1f} %" + (f" ({a['worst']['algorithm']}, {a['worst']['bytes'] >> 20} MiB)"
+                                                   if a["worst"] else ""))
+        if i["count"]:
+            print(f"iterations: {i['count']} points, mean |error| {i['mean_abs_pct']:.1f} %, max {i['max_abs_pct']:.1f} %")
+        print(f"{summary['networks']} networks ({summary['failed']} failed) in {summary['wall_s']:.0f} s")
+    return 0 if summary["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Predicted against measured on the emulated cluster (``perfmodel cluster up``): allreduce microbenchmarks
+per algorithm and message size, and whole training iterations.
+
+Both sides describe the same run:
+
+- measured: the executor's allreduce benchmark (:mod:`executor.bench_allreduce`, repeated ``repeats`` times
+  in one MPI job; the typical time per algorithm and size = median of the fastest half of the repeats,
+  robust against repetitions slowed by other work on this machine) or real training iterations
+  (:func:`executor.launch.launch`; the typical iteration = median of the slowest rank's measured
+  iterations), with the ranks placed across the emulated hosts by
+  :func:`executor.cluster.hydra.placement` (one per host while there are enough);
+- predicted: :func:`perfmodel.network.collective_profile` on the ``emulated`` system spec for the same
+  nodes and ranks per node (the topology graph of the spec, its link rate and latency, the reduction at the
+  device's memory bandwidth), and :func:`perfmodel.predict.predict` for the iteration.
+
+``error_pct = 100 * (predicted - measured) / measured`` (positive: predicted slower).
+
+Requires a running emulated cluster (and root) for the measurements; the prediction functions need neither.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+__all__ = ["DEFAULT_ALGORITHMS", "DEFAULT_SIZES", "cluster_placement", "predict_allreduce", "measure_allreduce",
+           "bench_vs_predict", "iterations_vs_predict", "error_summary"]
+
+#: the executor's explicit algorithms (MPI's own ``mpi`` has no model: it is priced only from calibration)
+DEFAULT_ALGORITHMS: tuple[str, ...] = ("ring", "recursive_doubling", "halving_doubling")
+#: message sizes in bytes (1, 4 and 16 MiB)
+DEFAULT_SIZES: tuple[int, ...] = (1 << 20, 4 << 20, 16 << 20)
+
+Progress = Callable[[str], None] | None
+
+
+def _error_pct(predicted: float, measured: float) -> float:
+    return 100.0 * (predicted - measured) / measured if measured > 0 else math.nan
+
+
+def cluster_placement(system: str, ranks: int, ranks_per_node: int | None = None) -> tuple[int, int]:
+    """``(nodes, ranks_per_node)`` of ``ranks`` ranks on ``system`` as the emulated launcher places them."""
+    from executor.cluster.hydra import placement
+    from hardware.catalog import load_system
+
+    return placement(ranks, load_system(system).max_nodes, ranks_per_node=ranks_per_node)
+
+
+def predict_allreduce(system: str, ranks: int, algorithm: str, nbytes: float,
+                      ranks_per_node: int | None = None) -> float:
+    """Predicted seconds of one allreduce of ``nbytes`` with ``algorithm`` on ``ranks`` ranks of ``system``."""
+    from hardware.catalog import load_system
+    from perfmodel.network import collective_profile
+
+    nodes, rpn = cluster_placement(system, ranks, ranks_per_node)
+    return float(collective_profile(load_system(system), nodes, rpn, algorithm).time_s(float(nbytes)))
+
+
+def _geometric(sizes: Sequence[int]) -> tuple[int, int, int] | None:
+    """``(min, max, factor)`` when ``sizes`` is ``min * factor**k`` (k = 0, 1, ...), else None."""
+    s = sorted(int(x) for x in sizes)
+    if len(s) == 1:
+        return s[0], s[0], 2
+    f = s[1] // s[0]
+    if f >= 2 and all(s[i + 1] == s[i] * f for i in range(len(s) - 1)):
+        return s[0], s[-1], f
+    return None
+
+
+def measure_allreduce(system: str, ranks: int, algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+                      sizes: Sequence[int] = DEFAULT_SIZES, *, repeats: int = 3, max_iterations: int = 20,
+                      timeout_s: float = 900.0, progress: Progress = None) -> list[dict[str, Any]]:
+    """Typical measured allreduce time per (algorithm, size) on the emulated cluster (module docstring).
+
+    Returns
+    -------
+    list of dict
+        ``algorithm``, ``ranks``, ``nbytes``, ``time_s`` (typical), ``spread_s`` (min/median/max/n).
+    """
+    from executor.calibrate import run_benchmark, typical_rows
+
+    groups: list[tuple[int, int, int]] = []
+    geo = _geometric(sizes)
+    groups = [geo] if geo else [(int(n), int(n), 2) for n in sorted(set(sizes))]
+    rows: list[dict[str, Any]] = []
+    for lo, hi, factor in groups:
+        args = ["--allreduce-worker", "--algorithms", ",".join(algorithms), "--min-bytes", str(lo),
+                "--max-bytes", str(hi), "--factor", str(factor), "--repeats", str(repeats),
+                "--max-iterations", str(max_iterations)]
+        doc = run_benchmark("executor.calibrate", args, ranks, timeout_s=timeout_s, threads=1,
+                            what="bench allreduce (emulated)", progress=progress, system=system)
+        rows += typical_rows(doc["results"])
+    wanted = {int(n) for n in sizes}
+    return [r for r in rows if r["nbytes"] in wanted]
+
+
+def bench_vs_predict(system: str = "emulated", ranks: int = 2, algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+                     sizes: Sequence[int] = DEFAULT_SIZES, *, repeats: int = 3, max_iterations: int = 20,
+                     timeout_s: float = 900.0, progress: Progress = None) -> list[dict[str, Any]]:
+    """Measured and predicted allreduce time per algorithm and message size on the emulated cluster.
+
+    Parameters
+    ----------
+    system : str
+        The emulated cluster's system id (or its spec path).
+    ranks : int
+        Ranks (spread one per host while there are enough hosts).
+    algorithms : sequence of str
+        Executor algorithms with a model (``ring``, ``recursive_doubling``, ``halving_doubling``,
+        ``hierarchical``...).
+    sizes : sequence of int
+        Message sizes in bytes (multiples of 4).
+    repeats, max_iterations : int
+        Repetitions of the benchmark and timed calls per size and repetition.
+
+    Returns
+    -------
+    list of dict
+        One row per (algorithm, size): ``algorithm``, ``bytes``, ``measured_s``, ``predicted_s``,
+        ``error_pct``, and ``ranks``, ``nodes``, ``ranks_per_node``, ``spread_s``.
+    """
+    nodes, rpn = cluster_placement(system, ranks)
+    measured = measure_allreduce(system, ranks, algorithms, sizes, repeats=repeats, max_iterations=max_iterations,
+                                 timeout_s=timeout_s, progress=progress)
+    out = []
+    for m in measured:
+        pred = predict_allreduce(system, ranks, m["algorithm"], m["nbytes"])
+        out.append({"algorithm": m["algorithm"], "bytes": int(m["nbytes"]), "measured_s": float(m["time_s"]),
+                    "predicted_s": pred, "error_pct": _error_pct(pred, float(m["time_s"])), "ranks": ranks,
+                    "nodes": nodes, "ranks_per_node": rpn, "spread_s": m.get("spread_s")})
+    order = {a: i for i, a in enumerate(algorithms)}
+    out.sort(key=lambda r: (order.get(r["algorithm"], 99), r["bytes"]))
+    return out
+
+
+def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str = "resnet20",
+                          batches: Sequence[int] = (32, 128), *, algorithm: str = "ring", optimizer: str = "sgd",
+                          bucket_mb: float = 25.0, overlap: bool = True, iterations: int = 10,
+                          warmup_iterations: int = 3, backend: str = "mpi", timeout_s: float = 900.0,
+                          progress: Progress = None) -> list[dict[str, Any]]:
+    """Measured and predicted training iteration on the emulated cluster, for each global batch.
+
+    Returns
+    -------
+    list of dict
+        One row per batch: ``model``, ``batch``, ``ranks``, ``nodes``, ``algorithm``, ``measured_s`` (typical
+        iteration: median over measured iterations of the slowest rank), ``measured_mean_s``,
+        ``predicted_s``, ``error_pct``, and the measured and predicted ``compute_s`` and ``comm_exposed_s``.
+    """
+    from executor.launch import launch
+    from perfmodel.config import load_config
+    from perfmodel.predict import predict
+
+    nodes, rpn = cluster_placement(system, ranks)
+    rows = []
+    for batch in batches:
+        cfg = load_config(model=model, batch=int(batch), optimizer=optimizer, allreduce=algorithm,
+                          bucket_bytes=bucket_mb * 1e6, overlap=overlap, system=system, nodes=nodes,
+                          ranks_per_node=rpn, iterations=iterations, warmup_iterations=warmup_iterations,
+                          epochs=1.0)
+        pred = predict(cfg)
+        m = launch(cfg, ranks, iterations=iterations, warmup_iterations=warmup_iterations, backend=backend,
+                   timeout_s=timeout_s)
+        recs = m["records"]
+        n = min(len(r) for r in recs)
+        slowest = [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
+        typical = statistics.median(slowest)
+        if progress:
+            progress(f"{model} batch {batch} on {ranks} ranks: measured {typical * 1e3:.1f} ms, predicted "
+                     f"{pred.iteration_s * 1e3:.1f} ms")
+        rows.append({"model": model, "batch": int(batch), "ranks": ranks, "nodes": nodes, "ranks_per_node": rpn,
+                     "algorithm": algorithm, "backend": backend, "measured_s": typical,
+                     "measured_mean_s": float(m["iteration_s"]), "predicted_s": float(pred.iteration_s),
+                     "error_pct": _error_pct(float(pred.iteration_s), typical),
+                     "measured_compute_s": float(m["breakdown"]["compute_s"]),
+                     "predicted_compute_s": float(pred.breakdown["compute_s"]),
+                     "measured_comm_exposed_s": float(m["breakdown"]["comm_exposed_s"]),
+                     "predicted_comm_exposed_s": float(pred.breakdown["comm_exposed_s"]),
+                     "measured_comm_total_s": float(m["breakdown"]["comm_total_s"]),
+                     "predicted_comm_total_s": float(pred.breakdown["comm_total_s"])})
+    return rows
+
+
+def error_summary(rows: Iterable[Mapping[str, Any]], min_bytes: int = 0) -> dict[str, Any]:
+    """``count``, ``mean_abs_pct``, ``max_abs_pct`` (and the row with the largest error) over ``rows``
+    (allreduce rows below ``min_bytes`` are left out)."""
+    sel = [r for r in rows if r.get("bytes", min_bytes) >= min_bytes and math.isfinite(r["error_pct"])]
+    if not sel:
+        return {"count": 0, "mean_abs_pct": None, "max_abs_pct": None, "worst": None}
+    worst = max(sel, key=lambda r: abs(r["error_pct"]))
+    return {"count": len(sel), "mean_abs_pct": statistics.fmean(abs(r["error_pct"]) for r in sel),
+            "max_abs_pct": abs(worst["error_pct"]), "worst": dict(worst)}
