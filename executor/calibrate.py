@@ -536,22 +536,50 @@ class CalibrationPlan:
     compute_rounds: int = 2
 
 
+#: the operating points of the validation matrix (validation.matrix) and of the time-to-accuracy runs
+#: (validation.tta) are among the measured batches: the calibration describes the compute of the workloads
+#: the loop then predicts in composition (communication, overlap, optimizer, overheads, sharing)
 FULL = CalibrationPlan(
     name="full", compute_ranks=(1, 2, 4),
-    model_batches={"resnet20": (2, 4, 8, 16, 32), "resnet32": (2, 4, 8, 16), "tiny": (2, 4, 8, 16, 32),
-                   "digits_cnn": (2, 4, 8, 16, 32), "resnet18": (2, 4)},
-    allreduce_ranks=(2, 3, 4), heavy_max_ranks={"resnet18": 2})
+    model_batches={"resnet20": (4, 8, 16, 32, 64), "resnet32": (8, 16, 32), "tiny": (2, 4, 8, 16),
+                   "digits_cnn": (8, 32, 64, 128, 256, 512), "resnet18": (2, 4), "resnet50": (1, 2),
+                   "alexnet": (4, 8)},
+    allreduce_ranks=(2, 3, 4), heavy_max_ranks={"resnet18": 2, "resnet50": 2, "alexnet": 2})
 
 QUICK = CalibrationPlan(
-    name="quick", compute_ranks=(1, 2), model_batches={"resnet20": (2, 8), "tiny": (2, 8), "digits_cnn": (4,)},
-    allreduce_ranks=(2,), algorithms=("ring", "recursive_doubling", "mpi"), min_bytes=4, max_bytes=1 << 20,
+    name="quick", compute_ranks=(1, 2, 4),
+    model_batches={"resnet20": (8, 16, 32), "tiny": (4, 8), "digits_cnn": (32, 64, 128, 256)},
+    allreduce_ranks=(2, 4), algorithms=("ring", "halving_doubling", "mpi"), min_bytes=4, max_bytes=4 << 20,
     factor=16, allreduce_repeats=2, max_iterations=10, repeats=5, gemm_n=512, memory_mb=32,
-    optimizer_models=("resnet20", "tiny"), compute_rounds=1)
+    optimizer_models=("resnet20", "tiny"), compute_rounds=1, heavy_max_ranks={"digits_cnn": 1})
 
 
 # ==========================================================================================================
 # calibrate
 # ==========================================================================================================
+def _expected_range(n: int) -> float:
+    """Expected range of ``n`` standard normal draws (``d_n`` of quality control: 1.128 for 2, 2.326 for 5)."""
+    from scipy import integrate, stats
+
+    if n < 2:
+        return float("nan")
+    e_max = integrate.quad(lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1), -12, 12)[0]
+    return 2.0 * e_max
+
+
+def compute_jitter(points: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Per number of ranks sharing the CPU, the iteration-to-iteration coefficient of variation of one rank's
+    compute: for every measured (model, batch), the range of its repeated step times over ``d_n`` times the
+    median (the range estimator of a normal spread), and the median of that over the points."""
+    out: dict[int, list[float]] = {}
+    for p in points:
+        s = p.get("spread_step_s") or {}
+        n = int(s.get("n", 0))
+        if n >= 3 and s.get("median", 0) > 0:
+            out.setdefault(int(p["share"]), []).append((s["max"] - s["min"]) / (_expected_range(n) * s["median"]))
+    return {k: float(min(0.5, np.median(v))) for k, v in sorted(out.items())}
+
+
 def merge_compute_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Merge repeated ``bench compute`` documents of one rank count: per measured item the round with the
     fastest typical time (work) or the highest rate (GEMM, bandwidth, reduction), so that a round spoilt by
@@ -674,6 +702,7 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
     afit = fit_collectives(rows, gamma)
 
     step_s = float(base.get("loop", {}).get("step_s", 0.0))
+    jitter = compute_jitter(points)
     return {
         "kind": "calibration", "plan": plan.name, "date": date, "host": host,
         "machine": {"cpu_count": cores, "cpu_mhz": _cpu_mhz(), "mem_total_GiB": _mem_total_gib(),
@@ -686,7 +715,7 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
                    "curves": cfit["curves"], "workload_scale": cfit["workload_scale"]},
         "compute_fit": {k: cfit[k] for k in ("rms_rel_err", "max_abs_rel_err", "generic_rms_rel_err",
                                              "generic_max_abs_rel_err", "points")},
-        "allreduce_fit": afit, "allreduce_samples": rows,
+        "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"], "optimizer_fit": kfit, "bucketer_fit": bfit},
         "elapsed_s": time.monotonic() - t_start,
@@ -865,6 +894,12 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
                    f"max {prof['max_abs_rel_err']:.1%})")
             src[f"{key}.alpha_us"] = how
             src[f"{key}.beta_ns_per_B"] = how
+    if report.get("jitter_cv"):
+        lines += ["", "[calibration.jitter]"] + [f"ranks_{int(k)} = {_f(v)}" for k, v in report["jitter_cv"].items()]
+        for k in report["jitter_cv"]:
+            src[f"calibration.jitter.ranks_{int(k)}"] = (
+                f"{when}: compute-time CV of one rank with {int(k)} rank(s) sharing the CPU: median over the "
+                "benchmarked workloads of range / (d_n x median) of the repeated steps")
     lines += ["", "[calibration.overheads]", f"step_us = {_f(ov['step_s'] * 1e6)}",
               f"bucketer_us = {_f(ov['bucketer_s'] * 1e6)}", f"grad_hook_us = {_f(ov['grad_hook_s'] * 1e6)}",
               f"kernel_launch_us = {_f(ov['kernel_launch_s'] * 1e6)}"]

@@ -206,6 +206,7 @@ SYSTEM_SCHEMA: dict[str, Any] = {
         "allreduce_measured": MapOf(MapOf(Table({"alpha_us": Leaf("float", ge=0),
                                                  "beta_ns_per_B": Leaf("float", ge=0)}), key_pattern=_RANKS_KEY),
                                     key_choices=CALIBRATED_ALGORITHMS, required=False),
+        "jitter": MapOf(Leaf("float", ge=0, le=1), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "overheads": Table({"step_us": Leaf("float", ge=0, le=1e7), "bucketer_us": Leaf("float", ge=0, le=1e7),
                             "grad_hook_us": Leaf("float", ge=0, le=1e6),
                             "kernel_launch_us": Leaf("float", ge=0, le=1e6)}, required=False),
@@ -641,8 +642,9 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                                       bucketer_s=to_si("bucketer_us", ov.get("bucketer_us", 0.0)),
                                       grad_hook_s=to_si("grad_hook_us", ov.get("grad_hook_us", 0.0)),
                                       kernel_launch_s=to_si("kernel_launch_us", ov.get("kernel_launch_us", 0.0)))
+    jitter = {int(k.split("_")[1]): float(v) for k, v in cal.get("jitter", {}).items()}
     return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
-                       notes=cal.get("notes", ""))
+                       jitter_cv=FrozenMap(dict(sorted(jitter.items()))), notes=cal.get("notes", ""))
 
 
 def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec:

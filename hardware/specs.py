@@ -473,6 +473,10 @@ class Calibration:
         Algorithm name -> measured allreduce cost.
     overheads : ExecutorOverheads or None
         The executor's per-iteration overheads (None when not measured).
+    jitter_cv : Mapping[int, float]
+        Ranks sharing the device -> coefficient of variation of one rank's compute time per iteration
+        (dimensionless). Synchronous data parallelism waits for the slowest rank, so the predictor adds the
+        expected maximum of that many draws (see :func:`perfmodel.predict.iteration_model`).
     notes : str
         Free text.
     """
@@ -481,7 +485,14 @@ class Calibration:
     host: str
     allreduce: Mapping[str, CalibratedCollective] = FrozenMap()
     overheads: ExecutorOverheads | None = None
+    jitter_cv: Mapping[int, float] = FrozenMap()
     notes: str = ""
+
+    def jitter_for(self, ranks_sharing: float) -> float:
+        """Calibrated compute jitter (CV) with ``ranks_sharing`` ranks per device: the measured value of the
+        largest measured sharing count not above it (0 when none was measured)."""
+        keys = sorted(k for k in self.jitter_cv if k <= ranks_sharing)
+        return float(self.jitter_cv[keys[-1]]) if keys else 0.0
 
 
 @dataclass(frozen=True)

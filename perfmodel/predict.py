@@ -19,7 +19,9 @@ node at the same per-device batch (weak scaling).
 
 Assumptions (each an approximation, marked):
 
-- Ranks are identical: no jitter, no stragglers (the discrete-event simulator adds them).
+- Ranks are identical: no jitter, no stragglers (the discrete-event simulator adds them), except on a
+  calibrated system that measured its compute jitter: there the step waits for the slowest rank, the
+  expected maximum of ``ranks`` normal draws (``sync_wait_s`` in the breakdown).
 - Several ranks on one device (CPU ranks on shared cores) each get ``devices / ranks`` of the device; a
   calibrated device's efficiency curve for that many sharing ranks is used when it has one
   (:meth:`hardware.specs.DeviceSpec.efficiency_for`: the sharing changes the cores, and so the threads, a
@@ -63,6 +65,7 @@ from perfmodel.network import best_profiles
 from perfmodel.optimizers import optimizer_cost
 from perfmodel.overlap import assign_buckets, overlap_schedule
 from perfmodel.provenance import machine_description, software_versions
+from perfmodel.sim.variability import Variability
 from perfmodel.workload import WorkloadTable, load_workload
 
 __all__ = ["Prediction", "IterationModel", "predict", "iteration_model", "resolve", "time_to_train_arrays"]
@@ -139,6 +142,8 @@ class IterationModel:
     bucket_nbytes: np.ndarray | None = None
     layer_bucket: np.ndarray | None = None
     overhead_s: np.ndarray | None = None   # calibrated executor overheads (None: none)
+    #: expected wait for the slowest rank's compute (calibrated jitter; None: no jitter model)
+    sync_wait_s: np.ndarray | None = None
 
     @property
     def compute_s(self) -> np.ndarray:
@@ -147,7 +152,8 @@ class IterationModel:
     @property
     def iteration_s(self) -> np.ndarray:
         t = self.compute_s + self.comm_exposed_s + self.optimizer_s + self.io_s
-        return t if self.overhead_s is None else t + self.overhead_s
+        t = t if self.overhead_s is None else t + self.overhead_s
+        return t if self.sync_wait_s is None else t + self.sync_wait_s
 
 
 def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: np.ndarray,
@@ -163,6 +169,20 @@ def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: 
     steps = np.ceil(b / np.minimum(fit, b))
     micro = np.ceil(b / steps)
     return micro, steps
+
+
+def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarray) -> np.ndarray | None:
+    """Expected wait for the slowest of ``ranks`` ranks: with a calibrated compute jitter (coefficient of
+    variation ``cv`` of one rank's compute time, normal), a synchronous step takes ``E[max of ranks draws]``
+    times the mean compute, so the wait is ``(E[max] - 1) * compute``. None without a calibration (catalog
+    systems: ranks are identical, as in the rest of this model; the simulator samples stragglers)."""
+    cal = system.calibration
+    if cal is None or ranks < 2:
+        return None
+    cv = cal.jitter_for(share)
+    if cv <= 0:
+        return None
+    return (Variability("normal", cv).expected_max(ranks) - 1.0) * compute_s
 
 
 def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_per_node: int, per_device_batch,
@@ -249,6 +269,7 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
                           comm_exposed_s=np.broadcast_to(exposed, b.shape).copy(), optimizer_s=opt_s,
                           io_s=np.zeros_like(b), memory_per_rank_bytes=mem, buckets=n_buckets,
                           algorithms=tuple(algs), optimizer_details=tuple(details), overhead_s=overhead,
+                          sync_wait_s=_sync_wait(system, ranks, share, forward + backward),
                           fwd_layer_s=fwd_layers, bwd_layer_s=bwd_layers, bucket_nbytes=bucket_bytes_arr,
                           layer_bucket=layer_bucket)
 
@@ -394,6 +415,8 @@ def predict(cfg: RunConfig) -> Prediction:
                  "io_s": float(it.io_s[0])}
     if it.overhead_s is not None:
         breakdown["overhead_s"] = float(it.overhead_s[0])
+    if it.sync_wait_s is not None:
+        breakdown["sync_wait_s"] = float(it.sync_wait_s[0])
     details = {"buckets": it.buckets, "bucket_algorithms": list(it.algorithms),
                "micro_batch": int(it.micro_batch[0]), "accumulation_steps": int(it.accumulation_steps[0]),
                "memory_per_rank_bytes": float(it.memory_per_rank_bytes[0]),

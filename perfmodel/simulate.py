@@ -206,6 +206,15 @@ def _check_options(seed: Any, iterations: Any, background_gbps: Any, max_infligh
         raise ConfigError(_SOURCE, "max_inflight_buckets", max_inflight_buckets, "must be an integer >= 1")
 
 
+def _calibrated_jitter(model: EngineModel) -> Variability | None:
+    """Normal jitter with the system's calibrated compute CV at this rank sharing (None without one)."""
+    cal = model.system.calibration
+    if cal is None:
+        return None
+    cv = cal.jitter_for(max(1.0, model.ranks_per_node / model.system.devices_per_node))
+    return Variability("normal", cv) if cv > 0 else None
+
+
 def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, jitter: Variability | None = None,
              trace_path: str | Path | None = None, background_gbps: float = 0.0, max_inflight_buckets: int = 1,
              network: str = "auto", prediction: Prediction | None = None) -> SimulationResult:
@@ -220,7 +229,8 @@ def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, ji
     iterations : int, optional
         Iterations to simulate (default :data:`DEFAULT_ITERATIONS`).
     jitter : Variability, optional
-        Compute jitter and stragglers (default: none).
+        Compute jitter and stragglers (default: the system's calibrated compute jitter, normal, when it has
+        one, else none).
     trace_path : path, optional
         Write a Chrome/Perfetto trace of the simulated iterations there.
     background_gbps : float
@@ -242,8 +252,8 @@ def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, ji
     """
     K = DEFAULT_ITERATIONS if iterations is None else iterations
     _check_options(seed, K, background_gbps, max_inflight_buckets, network)
-    var = jitter or NO_VARIABILITY
     model, pred = build_engine_model(cfg, int(K), prediction)
+    var = jitter or _calibrated_jitter(model) or NO_VARIABILITY
     rng = np.random.default_rng(int(seed))
     tw = TraceWriter() if trace_path is not None else None
     res: EngineResult = run_engine(model, int(K), var, rng, background_Bps=float(background_gbps) * 1e9 / 8,

@@ -263,7 +263,7 @@ def test_up_creates_namespaces_and_registers_the_spec(cluster):
     assert 0.85e9 / 8 < s.network.link_bw_Bps < 1.0e9 / 8
     # one-way latency at least the configured 2 x 100 us, plus a modest software cost
     assert 200e-6 <= s.network.latency_s < 200e-6 + 1e-3
-    assert "measured at bring-up" in s.sources["network.latency_us"]
+    assert "at bring-up" in s.sources["network.latency_us"] and "small-message" in s.sources["network.latency_us"]
 
 
 @needs_netns

@@ -24,6 +24,7 @@ import statistics
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = ["DEFAULT_ALGORITHMS", "DEFAULT_SIZES", "cluster_placement", "predict_allreduce", "measure_allreduce",
+           "measured_reduction_cost",
            "bench_vs_predict", "iterations_vs_predict", "error_summary"]
 
 #: the executor's explicit algorithms (MPI's own ``mpi`` has no model: it is priced only from calibration)
@@ -46,14 +47,48 @@ def cluster_placement(system: str, ranks: int, ranks_per_node: int | None = None
     return placement(ranks, load_system(system).max_nodes, ranks_per_node=ranks_per_node)
 
 
-def predict_allreduce(system: str, ranks: int, algorithm: str, nbytes: float,
-                      ranks_per_node: int | None = None) -> float:
-    """Predicted seconds of one allreduce of ``nbytes`` with ``algorithm`` on ``ranks`` ranks of ``system``."""
+def _with_reduction_cost(spec, gamma_s_per_B: float):
+    """``spec`` whose device memory bandwidth makes :func:`perfmodel.network.reduce_gamma_s_per_B` equal
+    ``gamma_s_per_B`` (``3 / bw``): for the what-if column only."""
+    import dataclasses
+
+    from hardware.specs import FrozenMap
+
+    dev = spec.device
+    name = dev.compute_memory.name
+    mems = FrozenMap({k: (dataclasses.replace(m, bw_Bps=3.0 / gamma_s_per_B) if k == name else m)
+                      for k, m in dev.memories.items()})
+    node = dataclasses.replace(spec.node, device=dataclasses.replace(dev, memories=mems))
+    return dataclasses.replace(spec, node=node)
+
+
+def predict_allreduce(system: str, ranks: int, algorithm: str, nbytes: float, ranks_per_node: int | None = None,
+                      reduce_gamma_s_per_B: float | None = None) -> float:
+    """Predicted seconds of one allreduce of ``nbytes`` with ``algorithm`` on ``ranks`` ranks of ``system``.
+
+    ``reduce_gamma_s_per_B`` replaces the model's reduction cost (``3 / memory bandwidth`` of the device)
+    by a measured one: a what-if, to show how much of an error the reduction term explains."""
     from hardware.catalog import load_system
     from perfmodel.network import collective_profile
 
     nodes, rpn = cluster_placement(system, ranks, ranks_per_node)
-    return float(collective_profile(load_system(system), nodes, rpn, algorithm).time_s(float(nbytes)))
+    spec = load_system(system)
+    if reduce_gamma_s_per_B:
+        spec = _with_reduction_cost(spec, reduce_gamma_s_per_B)
+    return float(collective_profile(spec, nodes, rpn, algorithm).time_s(float(nbytes)))
+
+
+def measured_reduction_cost() -> float | None:
+    """The reduction cost per byte (``numpy.add`` on float32, seconds per byte) that ``perfmodel calibrate``
+    measured on the base system of the running emulated cluster, or None (uncalibrated base, no cluster)."""
+    from executor.cluster.state import load_state
+    from hardware.catalog import load_system
+
+    base = ((load_state() or {}).get("spec") or {}).get("base_system_file")
+    if not base:
+        return None
+    gammas = [c.gamma_s_per_B for c in load_system(base).collective_calibration.values() if c.gamma_s_per_B]
+    return min(gammas) if gammas else None
 
 
 def _geometric(sizes: Sequence[int]) -> tuple[int, int, int] | None:
@@ -117,17 +152,25 @@ def bench_vs_predict(system: str = "emulated", ranks: int = 2, algorithms: Seque
     -------
     list of dict
         One row per (algorithm, size): ``algorithm``, ``bytes``, ``measured_s``, ``predicted_s``,
-        ``error_pct``, and ``ranks``, ``nodes``, ``ranks_per_node``, ``spread_s``.
+        ``error_pct``, and ``ranks``, ``nodes``, ``ranks_per_node``, ``spread_s``; with a calibrated base
+        system also ``predicted_measured_reduction_s`` / ``error_measured_reduction_pct``: the prediction
+        with the measured reduction cost in place of the model's ``3 / memory bandwidth`` (a what-if).
     """
     nodes, rpn = cluster_placement(system, ranks)
     measured = measure_allreduce(system, ranks, algorithms, sizes, repeats=repeats, max_iterations=max_iterations,
                                  timeout_s=timeout_s, progress=progress)
+    gamma = measured_reduction_cost()
     out = []
     for m in measured:
+        t = float(m["time_s"])
         pred = predict_allreduce(system, ranks, m["algorithm"], m["nbytes"])
-        out.append({"algorithm": m["algorithm"], "bytes": int(m["nbytes"]), "measured_s": float(m["time_s"]),
-                    "predicted_s": pred, "error_pct": _error_pct(pred, float(m["time_s"])), "ranks": ranks,
-                    "nodes": nodes, "ranks_per_node": rpn, "spread_s": m.get("spread_s")})
+        row = {"algorithm": m["algorithm"], "bytes": int(m["nbytes"]), "measured_s": t, "predicted_s": pred,
+               "error_pct": _error_pct(pred, t), "ranks": ranks, "nodes": nodes, "ranks_per_node": rpn,
+               "spread_s": m.get("spread_s")}
+        if gamma:
+            alt = predict_allreduce(system, ranks, m["algorithm"], m["nbytes"], reduce_gamma_s_per_B=gamma)
+            row.update(predicted_measured_reduction_s=alt, error_measured_reduction_pct=_error_pct(alt, t))
+        out.append(row)
     order = {a: i for i, a in enumerate(algorithms)}
     out.sort(key=lambda r: (order.get(r["algorithm"], 99), r["bytes"]))
     return out

@@ -7,10 +7,10 @@ Layout of the output folder::
     OUT/summary.json               headline errors, per-component errors, noise, time to accuracy, published
     OUT/report.md, OUT/report.html the report (validation.report)
 
-A point's result holds the configuration, the analytic prediction, the simulation (with the per-rank
-jitter calibrated on the one-rank runs of the same matrix, so that the simulated step-time distribution of
-multi-rank runs is a prediction, not a fit), the measurement (summary, per-iteration times of the slowest
-rank, repeats) and the errors per component.
+A point's result holds the configuration, the analytic prediction, the simulation (with the compute
+jitter that ``perfmodel calibrate`` measured, so that the simulated step-time distribution of the runs is a
+prediction, not a fit), the measurement (summary, per-iteration times of the slowest rank, repeats) and the
+errors per component.
 """
 from __future__ import annotations
 
@@ -19,20 +19,16 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 
 from executor.measurement import write_json_atomic
 from perfmodel.predict import predict
 from perfmodel.simulate import simulate
-from perfmodel.sim.variability import Variability
 from validation.errors import component_errors, noise_pct, summarise_errors
 from validation.matrix import Point
 
-__all__ = ["run_point", "run_matrix", "load_points", "DEFAULT_JITTER_CV"]
-
-#: per-rank compute jitter (coefficient of variation) assumed before any one-rank run was measured
-DEFAULT_JITTER_CV = 0.02
+__all__ = ["run_point", "run_matrix", "load_points", "summary_of"]
 
 
 def _slowest_iterations(measurement: Mapping[str, Any]) -> list[float]:
@@ -64,20 +60,20 @@ def _measure(point: Point, system: str, repeats: int, timeout_s: float) -> dict[
     }
 
 
-def run_point(point: Point, *, system: str = "local", jitter_cv: float = DEFAULT_JITTER_CV, repeats: int = 1,
-              timeout_s: float = 900.0, sim_iterations: int = 200) -> dict[str, Any]:
+def run_point(point: Point, *, system: str = "local", repeats: int = 1, timeout_s: float = 900.0,
+              sim_iterations: int = 200) -> dict[str, Any]:
     """Predict, simulate, run and compare one point; returns its result record."""
     cfg = point.config(system)
     pred = predict(cfg)
-    jitter = Variability("normal", jitter_cv) if jitter_cv > 0 and point.ranks > 1 else None
-    sim = simulate(cfg, seed=0, iterations=sim_iterations, jitter=jitter, prediction=pred)
+    sim = simulate(cfg, seed=0, iterations=sim_iterations, prediction=pred)  # calibrated jitter, if any
     sd = sim.to_dict()
     t0 = time.perf_counter()
     meas = _measure(point, system, repeats, timeout_s)
     analytic = {"iteration_s": pred.iteration_s, "breakdown": dict(pred.breakdown)}
     simulated = {"iteration_s": sd["iteration_s"], "iteration_p50_s": sd["iteration_p50_s"],
                  "iteration_p99_s": sd["iteration_p99_s"], "breakdown": sd["breakdown"],
-                 "iteration_samples_s": [float(x) for x in sim.iteration_samples_s], "jitter_cv": jitter_cv}
+                 "iteration_samples_s": [float(x) for x in sim.iteration_samples_s],
+                 "jitter_cv": sd["simulation"]["variability"]["cv"]}
     return {
         "id": point.id, "point": {k: getattr(point, k) for k in point.__dataclass_fields__},
         "config": cfg.to_dict(), "config_hash": cfg.config_hash, "system": system,
@@ -99,21 +95,10 @@ def load_points(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-def _one_rank_cv(results: Iterable[Mapping[str, Any]]) -> float | None:
-    """Median robust (MAD-based) iteration-to-iteration CV of the one-rank runs: the per-rank compute jitter."""
-    cvs = [r["measurement"]["noise"].get("robust_cv_pct") for r in results if r["point"]["ranks"] == 1]
-    cvs = [c for c in cvs if c is not None]
-    return statistics.median(cvs) / 100.0 if cvs else None
-
-
 def run_matrix(points: list[Point], out_dir: str | os.PathLike, *, system: str = "local", repeats: int = 1,
                progress: Callable[[int, int, str], None] | None = None, timeout_s: float = 900.0
                ) -> dict[str, Any]:
-    """Run every point not yet done (resumable) and return the error summary over all finished points.
-
-    One-rank points run first: their iteration-to-iteration spread calibrates the jitter that the
-    simulator then applies to the multi-rank points.
-    """
+    """Run every point not yet done (resumable) and return the error summary over all finished points."""
     folder = Path(out_dir) / "points"
     folder.mkdir(parents=True, exist_ok=True)
     ordered = sorted(points, key=lambda p: (p.ranks > 1, p.ranks))
@@ -123,8 +108,7 @@ def run_matrix(points: list[Point], out_dir: str | os.PathLike, *, system: str =
             progress(i, len(ordered), point.id)
         if point.id in done:
             continue
-        cv = _one_rank_cv(load_points(out_dir)) or DEFAULT_JITTER_CV
-        result = run_point(point, system=system, jitter_cv=cv, repeats=repeats, timeout_s=timeout_s)
+        result = run_point(point, system=system, repeats=repeats, timeout_s=timeout_s)
         write_json_atomic(folder / f"{point.id}.json", result)
     if progress:
         progress(len(ordered), len(ordered), "done")

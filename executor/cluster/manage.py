@@ -44,10 +44,12 @@ from executor.cluster.netns import ClusterError
 from executor.cluster.plan import HOST_IFACE, ClusterConfig, ClusterPlan, make_plan
 from executor.cluster.state import clear_state_dir, load_state, save_state, state_dir, state_path
 
-__all__ = ["ENGINES", "up", "down", "status", "process_matches", "process_starttime", "ROOT"]
+__all__ = ["ENGINES", "SATURATION", "up", "down", "status", "process_matches", "process_starttime", "ROOT"]
 
 #: link engines of ``cluster up --engine``
 ENGINES: tuple[str, ...] = ("auto", "netem", "userspace")
+#: below this fraction of the configured payload rate, the measured link counts as saturated (a warning)
+SATURATION = 0.8
 #: the repository root (put on PYTHONPATH of the processes started inside the namespaces)
 ROOT = str(Path(__file__).resolve().parents[2])
 _STATE_FILES = ["switch.json", "switch-stats.json", "switch.log", "switch.ready", LAUNCHER_SCRIPT]
@@ -353,13 +355,21 @@ def _create(plan: ClusterPlan, state: dict[str, Any], base_system: str, engine: 
     save_state(state)
     measured = None
     if measure and cfg.hosts >= 2:
-        say(f"measuring the link between hosts {a} and {b} (MPI latency and rate)")
-        from executor.cluster.measure import measure_pair
+        say(f"measuring the links (MPI exchanges on all {cfg.hosts} hosts; latency between hosts {a} and {b})")
+        from executor.cluster.measure import measure_link
         try:
-            measured = measure_pair(state, a, b)
+            measured = measure_link(state, a, b)
         except ClusterError as exc:
             raise ClusterError(f"{exc} (use --no-measure to register the configured values instead)") from None
         state["measured"] = measured
+        from executor.cluster.spec import TCP_PAYLOAD_FRACTION
+        payload_Bps = cfg.link_gbps * 1e9 / 8 * TCP_PAYLOAD_FRACTION
+        if measured.get("rate_Bps") and measured["rate_Bps"] < SATURATION * payload_Bps:
+            state.setdefault("warnings", []).append(
+                f"the links carry {measured['rate_Bps'] * 8 / 1e9:.3g} Gbit/s of payload when every host exchanges, "
+                f"{100 * measured['rate_Bps'] / payload_Bps:.0f} % of the {payload_Bps * 8 / 1e9:.3g} Gbit/s a "
+                f"{cfg.link_gbps:g} Gbit/s link carries: this machine's CPU cannot emulate {cfg.hosts} hosts at that "
+                "rate faithfully (the spec records the measured rate)")
     folder = user_systems_dir()
     from executor.cluster.spec import DEVICE_FILE, write_spec
     state["files"] = [str(folder / "emulated.toml"), str(folder / DEVICE_FILE)]

@@ -2,14 +2,15 @@
 hosts of the emulated cluster, measured the way the executor's algorithms communicate (mpi4py, numpy
 buffers, MPICH over TCP).
 
-    python -m executor.cluster.measure OUT.json     (2 ranks, under the emulated mpiexec; rank 0 writes)
+    python -m executor.cluster.measure OUT.json PAIRS   (one rank per host, under the emulated mpiexec)
 
 Method
 ------
 - Small-message latency: ping-pong of 8-byte messages (warm-up, then up to 200 round trips within about
   2 s); half the median round trip (``small_latency_s``; MPI's eager protocol).
-- Exchange cost: both ranks ``Sendrecv`` ``n`` bytes to each other (the step of every modelled allreduce
-  algorithm: each host link carries data in both directions at once), for ``n`` from 256 KiB to 8 MiB; the
+- Exchange cost: hosts in pairs ``(0, 1), (2, 3), ...``, all pairs at once, ``Sendrecv`` ``n`` bytes to each
+  other (the step of every modelled allreduce algorithm: every host exchanges, and each host link carries
+  data in both directions), for ``n`` from 256 KiB to 8 MiB; the time of a size is the slowest rank's, and the
   typical time per size (median of the fastest half of the repetitions, robust against other work on this
   machine) is fitted as ``t(n) = latency + n / rate`` by least squares with relative weights. ``rate``
   (bytes/s) is the payload rate of one TCP stream per direction (line rate less Ethernet/IP/TCP framing and
@@ -34,30 +35,24 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["SIZES", "measure_pair", "main"]
+__all__ = ["SIZES", "exchange_pairs", "measure_link", "main"]
 
 #: message sizes of the exchange fit (bytes)
 SIZES = (256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20)
 
 
-def _program(out: str) -> None:  # pragma: no cover - runs under mpiexec (covered by the cluster tests)
+def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - runs under mpiexec (cluster tests)
     import numpy as np
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    peer = 1 - rank
     small = np.zeros(2, dtype=np.float32)
-    for _ in range(20):
-        if rank == 0:
-            comm.Send(small, peer, 1)
-            comm.Recv(small, peer, 1)
-        else:
-            comm.Recv(small, peer, 1)
-            comm.Send(small, peer, 1)
+    # -- small-message ping-pong between ranks 0 and 1 (the other ranks wait) --------------------------------
     rtts: list[float] = []
     t_end = MPI.Wtime() + 2.0
     go = np.ones(1, dtype=np.int32)
+    k = 0
     while True:
         if rank == 0:
             go[0] = 1 if (len(rtts) < 200 and (MPI.Wtime() < t_end or len(rtts) < 10)) else 0
@@ -66,12 +61,16 @@ def _program(out: str) -> None:  # pragma: no cover - runs under mpiexec (covere
             break
         t0 = MPI.Wtime()
         if rank == 0:
-            comm.Send(small, peer, 2)
-            comm.Recv(small, peer, 2)
-            rtts.append(MPI.Wtime() - t0)
-        else:
-            comm.Recv(small, peer, 2)
-            comm.Send(small, peer, 2)
+            comm.Send(small, 1, 2)
+            comm.Recv(small, 1, 2)
+            if k >= 20:   # the first 20 are warm-up
+                rtts.append(MPI.Wtime() - t0)
+        elif rank == 1:
+            comm.Recv(small, 0, 2)
+            comm.Send(small, 0, 2)
+        k += 1
+    # -- exchanges: every pair at once ------------------------------------------------------------------------
+    peer = next((b if a == rank else a for a, b in pairs if rank in (a, b)), None)
     send = np.zeros(max(SIZES) // 4, dtype=np.float32)
     recv = np.zeros_like(send)
     times: dict[int, list[float]] = {}
@@ -81,7 +80,8 @@ def _program(out: str) -> None:  # pragma: no cover - runs under mpiexec (covere
         for k in range(27):
             comm.Barrier()
             t0 = MPI.Wtime()
-            comm.Sendrecv(a, peer, 3, b, peer, 3)
+            if peer is not None:
+                comm.Sendrecv(a, peer, 3, b, peer, 3)
             dt = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX)
             if k >= 2:
                 ts.append(dt)
@@ -108,9 +108,17 @@ def _program(out: str) -> None:  # pragma: no cover - runs under mpiexec (covere
         os.replace(tmp, out)
 
 
-def measure_pair(state: dict[str, Any], src: int, dst: int, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Run the measurement between hosts ``src`` and ``dst`` of the (up) cluster ``state``; returns the
-    document of :func:`_program` plus ``hosts``.
+def exchange_pairs(hosts: int) -> list[tuple[int, int]]:
+    """Host pairs that exchange at once in the calibration: ``(0, 1), (2, 3), ...`` (an odd last host
+    waits)."""
+    return [(i, i + 1) for i in range(0, hosts - 1, 2)]
+
+
+def measure_link(state: dict[str, Any], src: int, dst: int, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Run the calibration on every host of the (up) cluster ``state``, one rank per host: small-message
+    ping-pong between hosts ``src`` and ``dst``, exchanges between the pairs of :func:`exchange_pairs` (all
+    at once, as every host communicates in each step of a collective). Returns the document of
+    :func:`_program` plus ``hosts`` (the ping pair) and ``pairs``.
 
     Raises
     ------
@@ -120,10 +128,14 @@ def measure_pair(state: dict[str, Any], src: int, dst: int, timeout_s: float = 1
     from executor.cluster.hydra import mpiexec_command
     from executor.cluster.netns import ClusterError
 
+    n = len(state["hosts"])
+    order = [src, dst] + [h for h in range(n) if h not in (src, dst)]   # rank r runs on host order[r]
+    rank_of = {h: r for r, h in enumerate(order)}
+    pairs = [[rank_of[a], rank_of[b]] for a, b in exchange_pairs(n)]
     with tempfile.TemporaryDirectory(prefix="ttt-cluster-measure-") as tmp:
         out = os.path.join(tmp, "link.json")
-        prog = [sys.executable, "-m", "executor.cluster.measure", out]
-        cmd, extra = mpiexec_command(prog, 2, tmp, hosts=[src, dst], ranks_per_host=1, state=state)
+        prog = [sys.executable, "-m", "executor.cluster.measure", out, json.dumps(pairs)]
+        cmd, extra = mpiexec_command(prog, n, tmp, hosts=order, ranks_per_host=1, state=state)
         env = {**os.environ, **extra, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -135,15 +147,16 @@ def measure_pair(state: dict[str, Any], src: int, dst: int, timeout_s: float = 1
             os.killpg(proc.pid, signal.SIGKILL)
             output = proc.communicate()[0] or ""
             tail = [ln for ln in output.splitlines() if ln.strip()][-2:]
-            raise ClusterError(f"link measurement between hosts {src} and {dst} timed out after {timeout_s:g} s"
+            raise ClusterError(f"link measurement on {n} hosts timed out after {timeout_s:g} s"
                                + (f" (last output: {' | '.join(tail)[:300]})" if tail else "")) from None
         if proc.returncode != 0 or not os.path.exists(out):
             tail = [ln for ln in output.splitlines() if ln.strip()][-3:]
-            raise ClusterError(f"link measurement between hosts {src} and {dst} failed (exit {proc.returncode}): "
+            raise ClusterError(f"link measurement on {n} hosts failed (exit {proc.returncode}): "
                                f"{' | '.join(tail)[:400]}")
         with open(out, encoding="utf-8") as fh:
             doc = json.load(fh)
     doc["hosts"] = [src, dst]
+    doc["pairs"] = [list(p) for p in exchange_pairs(n)]
     doc["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return doc
 
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs under
     argv = sys.argv[1:] if argv is None else argv
     from executor.mpi_utils import run_guarded
 
-    run_guarded(_program, argv[0])
+    run_guarded(_program, argv[0], json.loads(argv[1]) if len(argv) > 1 else [[0, 1]])
     return 0
 
 

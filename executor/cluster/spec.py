@@ -143,13 +143,23 @@ def _measured_or_default(cfg: ClusterConfig, measured: dict[str, Any] | None) ->
     if measured and measured.get("rate_Bps") and measured.get("latency_s") is not None:
         rate_gbps = measured["rate_Bps"] * 8 / 1e9
         lat_us = measured["latency_s"] * 1e6
+        # APPROXIMATION (uplink delays > 0 only): the exchanges measured pairs whose paths may be shorter than
+        # the longest one; a large message pays the extra one-way delay three times (rendezvous round trip +
+        # data)
+        pair_us = max((plan.path_delay_s(x, y) * 1e6 for x, y in measured.get("pairs", [])), default=path_us)
+        extra_us = max(0.0, path_us - pair_us)
+        lat_us += 3 * extra_us
         pair = measured.get("hosts", [a, b])
-        fit = (f"fit t(n) = latency + n / rate of MPI Sendrecv exchanges of 256 KiB-8 MiB between hosts {pair[0]} "
-               f"and {pair[1]} at bring-up (executor/cluster/measure.py: calibration of the emulated link)")
+        pairs = ", ".join(f"{x}-{y}" for x, y in measured.get("pairs", [pair]))
+        fit = (f"fit t(n) = latency + n / rate of MPI Sendrecv exchanges of 256 KiB-8 MiB between hosts {pairs} "
+               f"at once, at bring-up (executor/cluster/measure.py: calibration of the emulated link)")
         rsrc = f"measured: rate of the {fit}; configured line rate {cfg.link_gbps:g} Gbit/s"
         small = measured.get("small_latency_s")
-        lsrc = (f"measured: latency of the {fit}; configured delay on that path {path_us:g} us one way"
-                + (f"; small-message (eager) MPI latency {small * 1e6:.1f} us" if small else ""))
+        lsrc = (f"measured: latency of the {fit}"
+                + (f", plus 3 x {extra_us:g} us (the longest path's extra configured delay)" if extra_us else "")
+                + f"; configured delay between hosts {a} and {b} {path_us:g} us one way"
+                + (f"; small-message (eager) MPI latency between hosts {pair[0]} and {pair[1]} {small * 1e6:.1f} us"
+                   if small else ""))
         return rate_gbps, lat_us, rsrc, lsrc
     rate_gbps = cfg.link_gbps * TCP_PAYLOAD_FRACTION
     rsrc = (f"configured line rate {cfg.link_gbps:g} Gbit/s x 1448/1538 (TCP payload over MTU-1500 Ethernet); "

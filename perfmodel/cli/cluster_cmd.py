@@ -77,6 +77,8 @@ def _summary(state: dict) -> list[str]:
         lines.append(f"  measured (MPI exchanges of 256 KiB-8 MiB): {m['latency_s'] * 1e6:.1f} us + n / "
                      f"{(m.get('rate_Bps') or 0) * 8 / 1e9:.3f} Gbit/s; small messages "
                      f"{m.get('small_latency_s', 0) * 1e6:.1f} us one way")
+    for w in state.get("warnings", []):
+        lines.append(f"  WARNING: {w}")
     spec = state.get("spec")
     if spec:
         lines.append(f"  system spec 'emulated': {spec['system_file']}")

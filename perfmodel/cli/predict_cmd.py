@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print("\nper iteration          ms      share")
     for key, label in (("forward_s", "forward"), ("backward_s", "backward"), ("comm_exposed_s", "exposed comm"),
                        ("optimizer_s", "optimizer"), ("io_s", "input pipeline"),
-                       ("overhead_s", "executor overhead")):
+                       ("overhead_s", "executor overhead"), ("sync_wait_s", "wait for slowest")):
         if key in b:
             print(f"  {label:<16} {b[key] * 1e3:9.2f}   {b[key] / it:7.1%}")
     print(f"  {'(comm total)':<16} {b['comm_total_s'] * 1e3:9.2f}   {'hidden ' + format(1 - b['comm_exposed_s'] / b['comm_total_s'], '.0%') if b['comm_total_s'] else ''}")
