@@ -103,11 +103,13 @@ def _train(spec: dict[str, Any], MPI) -> None:
     data = make_data(cfg.data, dataset, cfg.batch, rank, world, cfg.seed)
     ipe = getattr(data, "batches_per_epoch", max(1, info.train_images // cfg.batch))
     opts = dict(cfg.optimizer_options)
-    lr_momentum, wd = float(opts.pop("momentum", 0.9)), float(opts.pop("weight_decay", 5e-5 if cfg.optimizer == "lars" else 1e-4))
+    # perfmodel.optimizers.base.COMMON_OPTION_KEYS: read here, not by the optimizer classes
+    momentum = float(opts.pop("momentum", 0.9))
+    wd = float(opts.pop("weight_decay", 5e-5 if cfg.optimizer == "lars" else 1e-4))
     epochs_for_schedule = float(spec.get("max_epochs") or cfg.epochs or 90.0)
     schedule = build_schedule(cfg.optimizer, global_batch=cfg.batch, iterations_per_epoch=ipe,
                               epochs=epochs_for_schedule, warmup_epochs=cfg.warmup_epochs, options=opts)
-    opt = build_optimizer(cfg.optimizer, model, lr=schedule(0), momentum=lr_momentum, weight_decay=wd,
+    opt = build_optimizer(cfg.optimizer, model, lr=schedule(0), momentum=momentum, weight_decay=wd,
                           options=opts, comm=comm if world > 1 else None, source=cfg.source)
     bucketer = None
     if world > 1:
@@ -164,7 +166,7 @@ def _train(spec: dict[str, Any], MPI) -> None:
         lt = getattr(opt, "last_timings", None)
         if lt:
             refresh = float(sum(v for k, v in lt.items() if k in ("factor_s", "reduce_scatter_s", "inversion_s")))
-        rec = {"iteration": it, "warmup": it < warmup if total is not None else it < warmup,
+        rec = {"iteration": it, "warmup": it < warmup,
                "data_s": t1 - t0, "forward_s": fwd, "backward_s": bwd, "comm_wait_s": t4 - t3,
                "comm_total_s": timing.comm_total_s if timing else 0.0, "optimizer_s": t5 - t4,
                "kfac_refresh_s": refresh, "iteration_s": t5 - t0, "loss": float(loss.detach()) * per_rank / max(1, len(xs)),
@@ -209,7 +211,7 @@ def _train(spec: dict[str, Any], MPI) -> None:
         "iterations_per_epoch": ipe, "warmup_iterations": warmup, "setup_s": setup_s, "wall_s": wall,
         "software": _software(MPI), "machine": machine_description(),
         **summary,
-        "records": [[r for r in rank_recs] for rank_recs in all_slim],
+        "records": all_slim,
         "buckets_rank0": buckets0,
     }
     if until_top1 is not None:

@@ -351,7 +351,8 @@ def test_down_leaves_nothing(cluster, capsys):
     links = nx.run(["ip", "-o", "link", "show"])
     assert PREFIX not in links
     assert not any(f.exists() for f in files)
-    assert not Path(os.environ["TTT_CLUSTER_DIR"], "state.json").exists()
+    assert not Path(os.environ["TTT_CLUSTER_DIR"]).exists()     # folders up made are gone too
+    assert not Path(os.environ["TTT_SYSTEMS_DIR"]).exists()
     sw = cluster.get("switch")
     if sw:
         from executor.cluster.manage import process_starttime

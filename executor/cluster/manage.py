@@ -241,6 +241,16 @@ def _ping(src_ns: str, dst_ip: str, count: int = 3) -> list[float]:
         return []
 
 
+def _missing_dirs(path: Path) -> list[str]:
+    """``path`` and those of its ancestors that do not exist yet, outermost first (what creating it makes)."""
+    out: list[str] = []
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        out.append(str(p))
+        p = p.parent
+    return out[::-1]
+
+
 def up(cfg: ClusterConfig, *, base_system: str = "local", engine: str = "auto", measure: bool = True,
        progress: Progress = None) -> dict[str, Any]:
     """Create the emulated cluster of ``cfg`` and register its system spec (module docstring).
@@ -291,10 +301,14 @@ def up(cfg: ClusterConfig, *, base_system: str = "local", engine: str = "auto", 
                            f"remove it ('ip netns del {clash[0]}') if it is a leftover, or use another prefix")
     if engine == "userspace" and not os.path.exists("/dev/net/tun"):
         raise ClusterError("the userspace engine needs /dev/net/tun (TUN/TAP support)")
+    from hardware.catalog import user_systems_dir
+    from executor.cluster.spec import DEVICE_FILE
+
+    made_dirs = _missing_dirs(state_dir()) + [d for d in _missing_dirs((user_systems_dir() / DEVICE_FILE).parent)]
     state: dict[str, Any] = {
         "version": 1, "status": "creating", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": cfg.to_dict(), "description": cfg.describe(), "engine": None, "namespaces": [], "files": [],
-        "switch": None,
+        "dirs": made_dirs, "switch": None,
         "hosts": [{"index": h.index, "netns": h.netns, "ip": h.ip, "mac": h.mac, "leaf": h.leaf, "iface": HOST_IFACE}
                   for h in plan.hosts],
     }
@@ -406,14 +420,15 @@ def _teardown(state: dict[str, Any]) -> dict[str, Any]:
         if p.is_file():
             p.unlink()
             removed["files"].append(f)
-            try:
-                p.parent.rmdir() if p.parent.name == "devices" else None
-            except OSError:
-                pass
     left = [ns for ns in state.get("namespaces", []) if ns in set(nx.list_netns())]
     if left:
         raise ClusterError(f"could not delete namespace(s) {', '.join(left)}; the state is kept in {state_path()}")
     clear_state_dir(_STATE_FILES)
+    for d in reversed(state.get("dirs", [])):   # folders up made, innermost first, if they are empty
+        try:
+            Path(d).rmdir()
+        except OSError:
+            pass
     return removed
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 from hardware.errors import ConfigError, SpecError
 
 __all__ = [
-    "SCHEDULE_OPTION_KEYS", "IMPLEMENTATION_OPTION_KEYS",
+    "SCHEDULE_OPTION_KEYS", "IMPLEMENTATION_OPTION_KEYS", "COMMON_OPTION_KEYS",
     "CommFn",
     "COLLECTIVE_KINDS",
     "OPTION_FIELD_PREFIX",
@@ -60,6 +60,10 @@ OPTION_FIELD_PREFIX = "optimizer_options"
 SCHEDULE_OPTION_KEYS: frozenset[str] = frozenset({
     "lr_base", "lr_base_batch", "lr_peak", "lr_warmup_start", "lr_decay", "lr_milestones", "lr_gamma",
     "lr_power", "lr_end"})
+
+#: hyper-parameters every real optimizer takes from ``optimizer_options`` (the executor's training loop reads
+#: them: momentum default 0.9, weight decay 1e-4, 5e-5 for LARS); no effect on the modelled cost
+COMMON_OPTION_KEYS: frozenset[str] = frozenset({"momentum", "weight_decay"})
 
 #: option keys of the real optimizers only (``executor.optim``), per optimizer: numerical settings with no
 #: effect on the modelled cost, accepted and ignored by the cost models
@@ -314,7 +318,7 @@ class OptimizerModel(ABC):
         if not isinstance(options, Mapping):
             raise ConfigError(source, OPTION_FIELD_PREFIX, options, "must be a table of option = value")
         out = dict(self.DEFAULT_OPTIONS)
-        ignored = SCHEDULE_OPTION_KEYS | IMPLEMENTATION_OPTION_KEYS.get(self.name, frozenset())
+        ignored = SCHEDULE_OPTION_KEYS | COMMON_OPTION_KEYS | IMPLEMENTATION_OPTION_KEYS.get(self.name, frozenset())
         for key, value in options.items():
             if key in ignored and key not in self.DEFAULT_OPTIONS:
                 continue  # validated by the executor; no effect on cost
