@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TTT_SYSTEMS_DIR", os.path.join(tmp, "systems"))
 
     from executor.cluster import ClusterConfig, down, up
-    from validation.emulated import bench_vs_predict, error_summary, iterations_vs_predict
+    from validation.emulated import (
+        bench_vs_predict,
+        error_summary,
+        iterations_vs_predict,
+    )
 
     algorithms = [a for a in args.algorithms.split(",") if a]
     say = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     for net in networks(args):
         cfg = ClusterConfig(**net)
         say(f"== {cfg.describe()}")
-        entry: dict = {"network": cfg.to_dict(), "description": cfg.describe()}
+        entry: dict = {"network": cfg.to_dict(), "description": cfg.describe(), "loadavg_start": os.getloadavg()}
         try:
             state = up(cfg, base_system=args.base_system)
             entry["measured_link"] = {k: state["measured"].get(k) for k in ("latency_s", "rate_Bps", "rtt_min_s")}
@@ -127,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"   FAILED: {entry['error']}")
         finally:
             down()
+        entry["loadavg_end"] = os.getloadavg()
+        say(f"   load average (1, 5, 15 min) at start {entry['loadavg_start'][0]:.1f}, at end "
+            f"{entry['loadavg_end'][0]:.1f} on {os.cpu_count()} CPUs (other work on this machine disturbs the "
+            "measurements)")
         results.append(entry)
     ok = [e for e in results if not e.get("saturated")]
     sat = [e for e in results if e.get("saturated")]

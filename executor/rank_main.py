@@ -146,11 +146,11 @@ def _train(spec: dict[str, Any], MPI) -> None:
         t1 = time.perf_counter()
         fwd = bwd = 0.0
         for m in range(accum):
+            a = time.perf_counter()
             xs = batch.x[m * micro:(m + 1) * micro]
             ys = batch.y[m * micro:(m + 1) * micro]
             if bucketer is not None:
                 bucketer.enabled = m == accum - 1
-            a = time.perf_counter()
             loss = F.cross_entropy(model(xs), ys) * (len(xs) / per_rank)
             b = time.perf_counter()
             loss.backward()

@@ -38,10 +38,11 @@ def _check_measurement(m: dict, ranks: int, iterations: int, warmup: int) -> Non
     assert m["breakdown"]["compute_s"] == pytest.approx(m["breakdown"]["forward_s"] + m["breakdown"]["backward_s"])
     if ranks > 1:
         assert m["breakdown"]["comm_total_s"] > 0
-    # the slowest rank's parts add up to (almost) its iteration: only loop bookkeeping is outside them
+    # the parts add up to (almost) the iteration: only loop bookkeeping (microseconds) is outside them
     for rec in m["records"][0]:
         parts = rec["data_s"] + rec["forward_s"] + rec["backward_s"] + rec["comm_wait_s"] + rec["optimizer_s"]
-        assert parts <= rec["iteration_s"] * (1 + 1e-9) and parts >= 0.9 * rec["iteration_s"]
+        assert parts <= rec["iteration_s"] * (1 + 1e-9)
+        assert rec["iteration_s"] - parts < max(0.1 * rec["iteration_s"], 2e-3)
     assert "torch" in m["software"] and "mpi_library" in m["software"]
 
 

@@ -15,10 +15,22 @@ privileges), :mod:`~executor.cluster.state` (the state file). Nothing here impor
 """
 from __future__ import annotations
 
-from executor.cluster.hydra import EMULATED_ID, is_emulated_system, mpiexec_command, placement, require_cluster
+from executor.cluster.hydra import (
+           EMULATED_ID,
+           is_emulated_system,
+           mpiexec_command,
+           placement,
+           require_cluster,
+)
 from executor.cluster.manage import ENGINES, down, status, up
 from executor.cluster.netns import ClusterError, PrivilegeError, check_privileges
-from executor.cluster.plan import HOST_IFACE, TOPOLOGIES, ClusterConfig, ClusterPlan, make_plan
+from executor.cluster.plan import (
+           HOST_IFACE,
+           TOPOLOGIES,
+           ClusterConfig,
+           ClusterPlan,
+           make_plan,
+)
 from executor.cluster.state import load_state, state_dir
 
 __all__ = ["ClusterConfig", "ClusterPlan", "make_plan", "TOPOLOGIES", "HOST_IFACE", "ENGINES", "up", "down",

@@ -25,11 +25,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from hardware.errors import ConfigError, InfeasibleError
-
 from executor.cluster.netns import ClusterError
 from executor.cluster.plan import HOST_IFACE
 from executor.cluster.state import load_state, state_dir
+from hardware.errors import ConfigError, InfeasibleError
 
 __all__ = ["EMULATED_ID", "TRANSPORT_ENV", "LAUNCHER_SCRIPT", "require_cluster", "is_emulated_system",
            "placement", "hostfile_lines", "mpiexec_command", "launcher_script_text", "switch_alive"]

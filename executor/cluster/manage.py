@@ -42,7 +42,13 @@ from executor.cluster import netns as nx
 from executor.cluster.hydra import LAUNCHER_SCRIPT, launcher_script_text
 from executor.cluster.netns import ClusterError
 from executor.cluster.plan import HOST_IFACE, ClusterConfig, ClusterPlan, make_plan
-from executor.cluster.state import clear_state_dir, load_state, save_state, state_dir, state_path
+from executor.cluster.state import (
+    clear_state_dir,
+    load_state,
+    save_state,
+    state_dir,
+    state_path,
+)
 
 __all__ = ["ENGINES", "SATURATION", "up", "down", "status", "process_matches", "process_starttime", "ROOT"]
 
@@ -301,8 +307,8 @@ def up(cfg: ClusterConfig, *, base_system: str = "local", engine: str = "auto", 
                            f"remove it ('ip netns del {clash[0]}') if it is a leftover, or use another prefix")
     if engine == "userspace" and not os.path.exists("/dev/net/tun"):
         raise ClusterError("the userspace engine needs /dev/net/tun (TUN/TAP support)")
-    from hardware.catalog import user_systems_dir
     from executor.cluster.spec import DEVICE_FILE
+    from hardware.catalog import user_systems_dir
 
     made_dirs = _missing_dirs(state_dir()) + [d for d in _missing_dirs((user_systems_dir() / DEVICE_FILE).parent)]
     state: dict[str, Any] = {

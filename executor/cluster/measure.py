@@ -10,8 +10,11 @@ Method
   2 s); half the median round trip (``small_latency_s``; MPI's eager protocol).
 - Exchange cost: hosts in pairs ``(0, 1), (2, 3), ...``, all pairs at once, ``Sendrecv`` ``n`` bytes to each
   other (the step of every modelled allreduce algorithm: every host exchanges, and each host link carries
-  data in both directions), for ``n`` from 256 KiB to 8 MiB; the time of a size is the slowest rank's, and the
-  typical time per size (median of the fastest half of the repetitions, robust against other work on this
+  data in both directions), for ``n`` from 256 KiB to 8 MiB. The exchanges run back to back in timed blocks
+  (about 4 MiB per block; a barrier before each block), as the steps of a collective do, so that the skew of
+  the ranks leaving the barrier (up to a one-way latency) is spread over the block instead of inflating each
+  exchange; the time of an exchange is the slowest rank's block time over the block's exchanges, and the
+  typical time per size (median of the fastest half of the blocks, robust against other work on this
   machine) is fitted as ``t(n) = latency + n / rate`` by least squares with relative weights. ``rate``
   (bytes/s) is the payload rate of one TCP stream per direction (line rate less Ethernet/IP/TCP framing and
   whatever the TCP/MPI stacks and the emulation cost under full-duplex traffic); ``latency`` is the
@@ -76,16 +79,18 @@ def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - ru
     times: dict[int, list[float]] = {}
     for n in SIZES:
         a, b = send[:n // 4], recv[:n // 4]
+        per_block = max(2, (4 << 20) // n)   # back-to-back exchanges per timed block (~4 MiB of traffic)
         ts: list[float] = []
-        for k in range(27):
+        for k in range(20):
             comm.Barrier()
             t0 = MPI.Wtime()
             if peer is not None:
-                comm.Sendrecv(a, peer, 3, b, peer, 3)
-            dt = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX)
-            if k >= 2:
+                for _ in range(per_block):
+                    comm.Sendrecv(a, peer, 3, b, peer, 3)
+            dt = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX) / per_block
+            if k >= 1:
                 ts.append(dt)
-            if len(ts) >= 7 and sum(ts) > 0.5:
+            if len(ts) >= 5 and sum(ts) * per_block > 0.5:
                 break
         times[n] = ts
     if rank == 0:
@@ -102,10 +107,8 @@ def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - ru
                "sizes": [int(n) for n in med], "times_s": list(med.values()),
                "rate_Bps": float(1.0 / slope) if slope > 0 else None, "latency_s": float(max(intercept, 0.0)),
                "mpi_library": MPI.Get_library_version().splitlines()[0].strip()}
-        tmp = out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(doc, fh)
-        os.replace(tmp, out)
+        from perfmodel.atomic import write_json_atomic
+        write_json_atomic(out, doc)
 
 
 def exchange_pairs(hosts: int) -> list[tuple[int, int]]:

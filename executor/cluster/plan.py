@@ -87,8 +87,8 @@ class ClusterConfig:
 
         if isinstance(self.hosts, bool) or not isinstance(self.hosts, int) or not 1 <= self.hosts <= MAX_HOSTS:
             bad("--hosts", self.hosts, f"must be an integer from 1 to {MAX_HOSTS}")
-        for flag, v, hi in (("--link-gbps", self.link_gbps, 400.0), ("--latency-us", self.latency_us, 1e6),
-                            ("--uplink-latency-us", self.uplink_latency_us, 1e6)):
+        for flag, v in (("--link-gbps", self.link_gbps), ("--latency-us", self.latency_us),
+                        ("--uplink-latency-us", self.uplink_latency_us)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 bad(flag, v, "must be a finite number")
         if not 0 < self.link_gbps <= 400:

@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from hardware.specs import DeviceSpec, SystemSpec
-
 from executor.cluster.plan import ClusterConfig, make_plan
+from hardware.specs import DeviceSpec, SystemSpec
+from perfmodel.atomic import atomic_write
 
 __all__ = ["FABRIC", "DEVICE_FILE", "TCP_PAYLOAD_FRACTION", "derived_device_toml", "system_toml", "write_spec"]
 
@@ -191,7 +189,7 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
              *_lines([("fabric", FABRIC), ("link_Gbps", rate_gbps), ("latency_us", lat_us)]),
              "", "[network.topology]"]
     src.update({"node.devices_per_node": "one rank's device per emulated host (a 1/H share of this machine's CPU)",
-                "node.nics_per_node": f"one interface (ttt0) per emulated host",
+                "node.nics_per_node": "one interface (ttt0) per emulated host",
                 "node.host_memory_GiB": f"derived: {base_ref} node.host_memory_GiB / {H} (hosts share this machine)",
                 "node.intra.link_GBps": f"copied from {base_ref} (ranks on one emulated host share memory)",
                 "node.intra.latency_us": f"copied from {base_ref}",
@@ -221,19 +219,6 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
     return "\n".join(lines + [""] + _sources(src)) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".emulated-", suffix=".toml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_spec(folder: Path, cfg: ClusterConfig, base_system: str = "local", *,
                measured: dict[str, Any] | None = None, engine: str = "userspace") -> dict[str, str]:
     """Write ``<folder>/emulated.toml`` and its device ``<folder>/devices/emulated-host.toml``; load them
@@ -245,8 +230,8 @@ def write_spec(folder: Path, cfg: ClusterConfig, base_system: str = "local", *,
     base_ref = base.source_file
     folder = Path(folder)
     sys_path, dev_path = folder / "emulated.toml", folder / DEVICE_FILE
-    _write_atomic(dev_path, derived_device_toml(base.device, cfg.hosts, base.device.source_file))
-    _write_atomic(sys_path, system_toml(cfg, base, base_ref, measured=measured, engine=engine))
+    atomic_write(dev_path, derived_device_toml(base.device, cfg.hosts, base.device.source_file))
+    atomic_write(sys_path, system_toml(cfg, base, base_ref, measured=measured, engine=engine))
     load_system(str(sys_path))   # validates both files
     return {"system_file": str(sys_path), "device_file": str(dev_path), "base_system_file": base_ref,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from perfmodel.atomic import write_json_atomic
 
 __all__ = ["CLUSTER_DIR_ENV", "state_dir", "state_path", "load_state", "save_state", "clear_state_dir"]
 
@@ -54,19 +55,8 @@ def load_state() -> dict[str, Any] | None:
 
 
 def save_state(state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically (write a temporary file, then rename)."""
-    d = state_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".state-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=1)
-        os.replace(tmp, d / STATE_FILE)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return d / STATE_FILE
+    """Write ``state`` atomically (:func:`perfmodel.atomic.write_json_atomic`)."""
+    return write_json_atomic(state_dir() / STATE_FILE, state)
 
 
 def clear_state_dir(names: list[str]) -> None:

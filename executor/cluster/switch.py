@@ -27,9 +27,11 @@ super-frame are pipelined over the hops as real frames would be). The frame is w
 destination's TAP at ``a_S`` of its last link. At the sending host ``a_1 = a_S`` = the time the switch
 read the frame.
 
-APPROXIMATIONS: a frame is timed on every link of its path when it is read, so two frames from different
-sources that meet at a later link are served in the order they were read (not strictly in the order they
-reach that link); queues are unbounded up to :data:`MAX_QUEUED_BYTES` (TCP sees delay, not loss); the
+The switch is event driven: a frame is served on its first link when it is read, and on each further link
+when (in real time) its first segment arrives there, so every link serves frames in the order they arrive
+at it, as a FIFO output port does.
+
+APPROXIMATIONS: queues are unbounded up to :data:`MAX_QUEUED_BYTES` (TCP sees delay, not loss); the
 switch is late when it does not get the CPU in time (it asks for real-time priority, and records how late
 its writes were in the stats file: ``late_max_s``, ``late_mean_s``).
 
@@ -38,9 +40,9 @@ neighbour tables are filled at bring-up, so ARP is not needed).
 """
 from __future__ import annotations
 
-import collections
 import ctypes
 import fcntl
+import heapq
 import json
 import os
 import select
@@ -118,24 +120,30 @@ class LinkTimer:
         self.delay = [float(d) for d in delays_s]
         self.free = [0.0] * len(self.spb)
 
-    def traverse(self, path: list[int], t: float, segs: int, wire: int) -> float:
-        """Time the last segment of a frame read at ``t`` reaches the end of ``path``; updates the links."""
-        af = al = t
+    def hop(self, link: int, a1: float, aS: float, segs: int, wire: int) -> tuple[float, float]:
+        """Serve a frame on ``link`` whose first and last segments arrive at ``a1`` and ``aS``; returns their
+        arrival times at the far end (after the link's delay) and marks the link busy until the last
+        segment has left. Frames must be served in the order they arrive at the link (FIFO)."""
+        s = self.spb[link]
         w = wire / segs
-        free, spb, delay = self.free, self.spb, self.delay
+        f = self.free[link]
+        start = f if f > a1 else a1
+        ef = start + w * s
+        el = start + wire * s
+        x = aS + w * s
+        if x > el:
+            el = x
+        self.free[link] = el
+        d = self.delay[link]
+        return ef + d, el + d
+
+    def traverse(self, path: list[int], t: float, segs: int, wire: int) -> float:
+        """Time the last segment of a frame read at ``t`` reaches the end of ``path`` (every link served at
+        once: exact when no other frame meets it on the way)."""
+        a1 = aS = t
         for i in path:
-            s = spb[i]
-            f = free[i]
-            start = f if f > af else af
-            ef = start + w * s
-            el = start + wire * s
-            x = al + w * s
-            if x > el:
-                el = x
-            free[i] = el
-            d = delay[i]
-            af, al = ef + d, el + d
-        return al
+            a1, aS = self.hop(i, a1, aS, segs, wire)
+        return aS
 
 
 def _libc():
@@ -179,7 +187,9 @@ class Switch:
         self.paths = [[plan.path(s, d) if s != d else [] for d in range(n)] for s in range(n)]
         self.mac_to_host = {bytes.fromhex(h.mac.replace(":", "")): h.index for h in plan.hosts}
         self.fds: list[int] = []
-        self.queues = [collections.deque() for _ in range(n)]
+        # events: (time, seq, hop, a_last, dst, segs, wire, buf); hop == len(path): deliver at ``time``
+        self.events: list[tuple] = []
+        self.seq = 0
         self.queued_bytes = 0
         self.stats_file = stats_file
         self.stats: dict[str, Any] = {"pid": os.getpid(), "started": time.time(), "realtime": False,
@@ -202,11 +212,17 @@ class Switch:
                     pass
         self.fds = []
 
+    def _push(self, t: float, hop: int, a_last: float, src: int, dst: int, segs: int, wire: int, buf: bytes) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, hop, a_last, src, dst, segs, wire, buf))
+
     def _enqueue(self, src: int, buf: bytes, t: float) -> None:
+        """A frame read from ``src`` at ``t``: serve it on its first link (the host's own, FIFO in read
+        order) and schedule its arrival at the next one."""
         st = self.stats
         dst_mac = buf[VNET_HDR_LEN:VNET_HDR_LEN + 6]
         if dst_mac[0] & 1:   # broadcast / multicast: flood
-            dsts = [d for d in range(len(self.queues)) if d != src and self.fds[d] >= 0]
+            dsts = [d for d in range(len(self.paths)) if d != src and self.fds[d] >= 0]
         else:
             d = self.mac_to_host.get(dst_mac)
             if d is None or d == src:
@@ -218,10 +234,9 @@ class Switch:
             return
         segs, wire = frame_cost(buf)
         st["wire_bytes"] += wire
-        paths = self.paths[src]
         for d in dsts:
-            due = self.timer.traverse(paths[d], t, segs, wire)
-            self.queues[d].append((due, buf))
+            a1, aS = self.timer.hop(self.paths[src][d][0], t, t, segs, wire)
+            self._push(a1, 1, aS, src, d, segs, wire, buf)
             self.queued_bytes += len(buf)
 
     def _read(self, src: int, t: float) -> None:
@@ -241,30 +256,43 @@ class Switch:
             st["bytes_in"] += len(buf)
             self._enqueue(src, buf, t)
 
-    def _flush(self, now: float) -> None:
+    def _advance(self, now: float) -> None:
+        """Process every event due by ``now`` in time order: a frame reaching its next link is served there
+        (so each link serves frames in the order they arrive at it); a frame whose last segment has reached
+        its destination is written into the destination's TAP."""
         st = self.stats
-        for d, q in enumerate(self.queues):
-            fd = self.fds[d]
-            while q and q[0][0] <= now:
-                due, buf = q.popleft()
-                self.queued_bytes -= len(buf)
-                if fd < 0:
-                    continue
-                try:
-                    os.write(fd, buf)
-                except OSError:
-                    st["write_errors"] += 1
-                    continue
-                late = time.monotonic() - due
-                st["frames_out"] += 1
-                st["late_sum_s"] += late
-                if late > st["late_max_s"]:
-                    st["late_max_s"] = late
-                if late > 1e-4:
-                    st["late_over_100us"] += 1
+        ev = self.events
+        while ev and ev[0][0] <= now:
+            t, _, hop, a_last, src, dst, segs, wire, buf = heapq.heappop(ev)
+            path = self.paths[src][dst]
+            if hop < len(path):
+                a1, aS = self.timer.hop(path[hop], t, a_last, segs, wire)
+                if hop + 1 < len(path):
+                    self._push(a1, hop + 1, aS, src, dst, segs, wire, buf)
+                else:
+                    self._push(aS, hop + 1, aS, src, dst, segs, wire, buf)
+                continue
+            self.queued_bytes -= len(buf)
+            fd = self.fds[dst]
+            if fd < 0:
+                continue
+            try:
+                os.write(fd, buf)
+            except OSError:
+                st["write_errors"] += 1
+                continue
+            late = time.monotonic() - t
+            st["frames_out"] += 1
+            st["late_sum_s"] += late
+            if late > st["late_max_s"]:
+                st["late_max_s"] = late
+            if late > 1e-4:
+                st["late_over_100us"] += 1
 
     def write_stats(self) -> None:
-        """Write the counters (JSON, atomically) to the stats file, if any."""
+        """Write the counters (JSON; a temporary file renamed over the old one) to the stats file, if any.
+        Not :func:`perfmodel.atomic.atomic_write`: its fsync would stall the forwarding loop every second, and
+        a status file lost in a crash costs nothing."""
         if not self.stats_file:
             return
         st = dict(self.stats)
@@ -284,22 +312,15 @@ class Switch:
             live = [fd for fd in self.fds if fd >= 0]
             if not live:
                 break
-            due = None
-            for q in self.queues:
-                if q and (due is None or q[0][0] < due):
-                    due = q[0][0]
             now = mono()
-            timeout = 1.0 if due is None else min(1.0, max(0.0, due - now))
-            try:
-                ready, _, _ = select.select(live, [], [], timeout)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-                continue
+            timeout = 1.0 if not self.events else min(1.0, max(0.0, self.events[0][0] - now))
+            ready, _, _ = select.select(live, [], [], timeout)
             now = mono()
             if ready:
                 index = {fd: i for i, fd in enumerate(self.fds)}
                 for fd in ready:
                     self._read(index[fd], now)
-            self._flush(mono() + 2e-6)
+            self._advance(mono() + 2e-6)
             if now >= next_stats:
                 self.write_stats()
                 next_stats = now + 1.0
