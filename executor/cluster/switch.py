@@ -44,6 +44,7 @@ import ctypes
 import fcntl
 import heapq
 import json
+import math
 import os
 import select
 import signal
@@ -115,18 +116,32 @@ class LinkTimer:
     """Per directed link: seconds per wire byte, delay, and when the link is free (the formulas of the
     module docstring). Pure arithmetic, used by :class:`Switch` and by the tests."""
 
-    def __init__(self, rates_bps: list[float], delays_s: list[float]):
+    def __init__(self, rates_bps: list[float], delays_s: list[float], buffer_bytes: float | None = None):
         self.spb = [8.0 / float(r) for r in rates_bps]
         self.delay = [float(d) for d in delays_s]
         self.free = [0.0] * len(self.spb)
+        #: queue limit of every link, in seconds of its rate (None: unbounded)
+        self.max_backlog_s = [None if buffer_bytes is None else buffer_bytes * s for s in self.spb]
+        #: most seconds a frame waited for each link (its queue, in time), and frames dropped per link
+        self.max_wait = [0.0] * len(self.spb)
+        self.drops = [0] * len(self.spb)
 
-    def hop(self, link: int, a1: float, aS: float, segs: int, wire: int) -> tuple[float, float]:
+    def hop(self, link: int, a1: float, aS: float, segs: int, wire: int) -> tuple[float, float] | None:
         """Serve a frame on ``link`` whose first and last segments arrive at ``a1`` and ``aS``; returns their
         arrival times at the far end (after the link's delay) and marks the link busy until the last
-        segment has left. Frames must be served in the order they arrive at the link (FIFO)."""
+        segment has left; None when the link's queue is full (the frame is dropped). Frames must be served
+        in the order they arrive at the link (FIFO)."""
         s = self.spb[link]
         w = wire / segs
         f = self.free[link]
+        wait = f - a1
+        if wait > 0:
+            limit = self.max_backlog_s[link]
+            if limit is not None and wait > limit:
+                self.drops[link] += 1
+                return None
+            if wait > self.max_wait[link]:
+                self.max_wait[link] = wait
         start = f if f > a1 else a1
         ef = start + w * s
         el = start + wire * s
@@ -142,7 +157,10 @@ class LinkTimer:
         once: exact when no other frame meets it on the way)."""
         a1 = aS = t
         for i in path:
-            a1, aS = self.hop(i, a1, aS, segs, wire)
+            out = self.hop(i, a1, aS, segs, wire)
+            if out is None:
+                return math.nan
+            a1, aS = out
         return aS
 
 
@@ -180,10 +198,12 @@ def open_tap(netns: str, name: str = HOST_IFACE) -> int:
 class Switch:
     """The forwarding loop over the hosts' TAPs of ``plan`` (see the module docstring)."""
 
-    def __init__(self, plan: ClusterPlan, stats_file: str | None = None):
+    def __init__(self, plan: ClusterPlan, stats_file: str | None = None, buffer_bytes: float | None = None):
         self.plan = plan
         n = len(plan.hosts)
-        self.timer = LinkTimer([ln.rate_bps for ln in plan.links], [ln.delay_s for ln in plan.links])
+        self.buffer_bytes = buffer_bytes
+        self.timer = LinkTimer([ln.rate_bps for ln in plan.links], [ln.delay_s for ln in plan.links],
+                               buffer_bytes=buffer_bytes)
         self.paths = [[plan.path(s, d) if s != d else [] for d in range(n)] for s in range(n)]
         self.mac_to_host = {bytes.fromhex(h.mac.replace(":", "")): h.index for h in plan.hosts}
         self.fds: list[int] = []
@@ -235,8 +255,10 @@ class Switch:
         segs, wire = frame_cost(buf)
         st["wire_bytes"] += wire
         for d in dsts:
-            a1, aS = self.timer.hop(self.paths[src][d][0], t, t, segs, wire)
-            self._push(a1, 1, aS, src, d, segs, wire, buf)
+            out = self.timer.hop(self.paths[src][d][0], t, t, segs, wire)
+            if out is None:
+                continue
+            self._push(out[0], 1, out[1], src, d, segs, wire, buf)
             self.queued_bytes += len(buf)
 
     def _read(self, src: int, t: float) -> None:
@@ -266,7 +288,11 @@ class Switch:
             t, _, hop, a_last, src, dst, segs, wire, buf = heapq.heappop(ev)
             path = self.paths[src][dst]
             if hop < len(path):
-                a1, aS = self.timer.hop(path[hop], t, a_last, segs, wire)
+                out = self.timer.hop(path[hop], t, a_last, segs, wire)
+                if out is None:
+                    self.queued_bytes -= len(buf)
+                    continue
+                a1, aS = out
                 if hop + 1 < len(path):
                     self._push(a1, hop + 1, aS, src, dst, segs, wire, buf)
                 else:
@@ -298,6 +324,9 @@ class Switch:
         st = dict(self.stats)
         st["late_mean_s"] = st["late_sum_s"] / st["frames_out"] if st["frames_out"] else 0.0
         st["queued_bytes"] = self.queued_bytes
+        st["link_max_wait_s"] = {ln.name: w for ln, w in zip(self.plan.links, self.timer.max_wait)}
+        st["link_drops"] = {ln.name: k for ln, k in zip(self.plan.links, self.timer.drops) if k}
+        st["buffer_bytes"] = self.buffer_bytes
         st["updated"] = time.time()
         tmp = f"{self.stats_file}.tmp"
         with open(tmp, "w") as fh:
@@ -349,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = conf.get("ready_file")
     try:
         plan = make_plan(ClusterConfig(**conf["config"]))
-        sw = Switch(plan, stats_file=conf.get("stats_file"))
+        sw = Switch(plan, stats_file=conf.get("stats_file"), buffer_bytes=conf.get("buffer_bytes"))
         sw.open()
     except Exception as exc:  # noqa: BLE001 - reported to the parent through the ready file
         if ready:
