@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                    [r for e in sat for r in e.get("allreduce", [])], min_bytes=1 << 20),
                "saturated_networks": [e["description"] for e in sat], "networks": len(results),
                "failed": sum(1 for e in results if "error" in e), "wall_s": time.time() - t_start}
+    shutil.rmtree(tmp, ignore_errors=True)   # its state folder and registry are empty after the last down
     doc = {"summary": summary, "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=1))

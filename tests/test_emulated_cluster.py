@@ -109,6 +109,15 @@ def test_link_timer_store_and_forward():
     assert t3.traverse([0, 1], 0.0, 10, 10 * w) == pytest.approx(w * 8 / r + 10 * w * 8 / (r / 2))
 
 
+def test_link_timer_drops_beyond_its_buffer():
+    r, w = 1e9, 1538
+    t = LinkTimer([r], [0.0], buffer_bytes=3 * w)
+    ends = [t.traverse([0], 0.0, 1, w) for _ in range(6)]
+    # frames 1-4 queue (the 4th waits 3 frames = the buffer); the 5th and 6th would wait longer: dropped
+    assert ends[:4] == pytest.approx([(k + 1) * w * 8 / r for k in range(4)])
+    assert all(math.isnan(x) for x in ends[4:]) and t.drops == [2]
+
+
 def _frame_to(host: int, payload: int, gso_size: int = 1448) -> bytes:
     f = bytearray(_tcp_frame(payload, gso_size))
     f[VNET_HDR_LEN:VNET_HDR_LEN + 6] = bytes.fromhex(f"0277000000{host + 1:02x}")

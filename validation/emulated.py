@@ -20,7 +20,9 @@ Requires a running emulated cluster (and root) for the measurements; the predict
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = ["DEFAULT_ALGORITHMS", "DEFAULT_SIZES", "cluster_placement", "predict_allreduce", "measure_allreduce",
@@ -202,8 +204,9 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                           ranks_per_node=rpn, iterations=iterations, warmup_iterations=warmup_iterations,
                           epochs=1.0)
         pred = predict(cfg)
-        m = launch(cfg, ranks, iterations=iterations, warmup_iterations=warmup_iterations, backend=backend,
-                   timeout_s=timeout_s)
+        with tempfile.TemporaryDirectory(prefix="ttt-emulated-run-") as tmp:   # launch removes its run folder
+            m = launch(cfg, ranks, iterations=iterations, warmup_iterations=warmup_iterations, backend=backend,
+                       timeout_s=timeout_s, out=os.path.join(tmp, "measurement.json"))
         recs = m["records"]
         n = min(len(r) for r in recs)
         slowest = [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]

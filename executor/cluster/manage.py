@@ -203,9 +203,8 @@ def _make_netem_links(plan: ClusterPlan, state: dict[str, Any]) -> None:
 def _start_switch(plan: ClusterPlan, state: dict[str, Any]) -> None:
     """Userspace engine: start the switch daemon and wait until it has attached every TAP."""
     d = state_dir()
-    buf = os.environ.get("TTT_SWITCH_BUFFER")
     conf = {"config": plan.config.to_dict(), "stats_file": str(d / "switch-stats.json"),
-            "ready_file": str(d / "switch.ready"), "buffer_bytes": float(buf) if buf else None}
+            "ready_file": str(d / "switch.ready"), "buffer_bytes": None}
     (d / "switch.json").write_text(json.dumps(conf))
     ready = d / "switch.ready"
     if ready.exists():

@@ -31,7 +31,10 @@ The switch is event driven: a frame is served on its first link when it is read,
 when (in real time) its first segment arrives there, so every link serves frames in the order they arrive
 at it, as a FIFO output port does.
 
-APPROXIMATIONS: queues are unbounded up to :data:`MAX_QUEUED_BYTES` (TCP sees delay, not loss); the
+APPROXIMATIONS: queues are unbounded up to :data:`MAX_QUEUED_BYTES` (TCP sees delay, not loss; a finite
+drop-tail buffer per link, ``buffer_bytes`` of the configuration, is available but not used by ``cluster
+up``: tried at 256 KiB and 1 MiB per port, the drops made TCP, and so the collectives, slower and less
+regular than the model without making large messages more accurate); the
 switch is late when it does not get the CPU in time (it asks for real-time priority, and records how late
 its writes were in the stats file: ``late_max_s``, ``late_mean_s``).
 
@@ -370,8 +373,9 @@ def _realtime() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Daemon entry point: ``CONFIG.json`` holds ``config`` (ClusterConfig fields), ``stats_file`` and
-    ``ready_file`` (written with ``ok`` once every TAP is attached, or the error)."""
+    """Daemon entry point: ``CONFIG.json`` holds ``config`` (ClusterConfig fields), ``stats_file``,
+    ``ready_file`` (written with ``ok`` once every TAP is attached, or the error) and optionally
+    ``buffer_bytes`` (queue limit per link; null: unbounded)."""
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0], encoding="utf-8") as fh:
         conf = json.load(fh)
