@@ -96,6 +96,11 @@ def _is_emulated(system: str | None) -> bool:
 
 def _diagnose(run_dir: Path, stderr: str, returncode: int) -> str:
     """One line naming the failing rank and the reason, from the ranks' own reports or their PID files."""
+    for f in sorted((run_dir / "errors").glob("rank-*.txt")):   # written by the failing rank itself
+        line = f.read_text(errors="replace").strip()
+        m = re.match(r"^rank (\d+): (.+)$", line)
+        if m:
+            return f"rank {m.group(1)} failed: {m.group(2).strip()}"
     m = re.search(r"^rank (\d+): (.+)$", stderr, flags=re.MULTILINE)
     if m:
         return f"rank {m.group(1)} failed: {m.group(2).strip()}"
@@ -187,6 +192,7 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
         cmd = _command(launcher, ranks, str(spec_path), hostfile, cfg.ranks_per_node)
     env.setdefault("OMP_NUM_THREADS", str(spec["cores_per_rank"]))
     env["PYTHONUNBUFFERED"] = "1"
+    env["TTT_RUN_DIR"] = str(run_dir)  # a failing rank leaves its one-line reason in run_dir/errors
     err_path, out_path = run_dir / "stderr.txt", run_dir / "stdout.txt"
     start = time.monotonic()
     with open(err_path, "w") as err, open(out_path, "w") as sout:

@@ -72,8 +72,18 @@ def abort(exc: BaseException, comm: MPI.Comm | None = None, where: str = "", cod
         if show_traceback or os.environ.get("TTT_TRACEBACK") == "1":
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         sys.stdout.flush()
-        sys.stderr.write(format_error(exc, comm.Get_rank(), where) + "\n")  # one write: lines do not mix
+        line = format_error(exc, comm.Get_rank(), where)
+        sys.stderr.write(line + "\n")  # one write: lines do not mix
         sys.stderr.flush()
+        run_dir = os.environ.get("TTT_RUN_DIR")
+        if run_dir:  # the launcher reads this even when the MPI launcher tears the job down before
+            try:     # forwarding our stderr
+                os.makedirs(os.path.join(run_dir, "errors"), exist_ok=True)
+                with open(os.path.join(run_dir, "errors", f"rank-{comm.Get_rank()}.txt"), "w") as fh:
+                    fh.write(line + "\n")
+            except OSError:
+                pass
+        time.sleep(0.5)  # let the MPI launcher forward the line before Abort tears the job down
     finally:
         comm.Abort(code)
     os._exit(code)  # pragma: no cover  (Abort does not return)
