@@ -31,10 +31,12 @@ Method
   (``a.copy_(b)``, 2 bytes moved per byte) and triad (``torch.add(b, c, alpha=s, out=a)``, 3 per byte).
 - Reduction throughput (``reduce``): ``numpy.add(a, b, out=a)`` on float32, the executor's allreduce
   reduction step; ``gamma_s_per_B`` is seconds per byte reduced (the ``gamma`` of the collective models).
-- Optimizer (``optimizers``): ``opt.step()`` of the executor's SGD and LARS (:mod:`executor.optim`) after a
-  backward, per model.
+- Optimizer (``optimizers``): ``opt.step()`` + ``opt.zero_grad(set_to_none=False)`` of the executor's SGD
+  and LARS (:mod:`executor.optim`), each repetition after a fresh backward (untimed), per model.
 - Loop (``loop``): the executor's per-step work outside forward, backward and the optimizer: fetching a
   synthetic batch (:class:`executor.data.SyntheticData`) and setting the learning rate.
+- Speed probe (``speed_probe``): the host speed probe of :mod:`executor.speed_probe`, one sample per round
+  of the whole-model measurements (maximum over ranks): the reference that a later run's probe is compared with.
 - Bucketer (``bucketer``): forward + backward + ``finish()`` with the executor's
   :class:`~executor.comm.buckets.GradientBucketer` on a communication engine whose operation does nothing
   (world size 2, so the averaging runs), minus the same step without it: the hooks, copies into and out of
@@ -336,7 +338,9 @@ def layer_times(name: str, batch: int, repeats: int = 5, warmup: int = 1,
 
 def optimizer_times(name: str, optimizers: Sequence[str] = ("sgd", "lars"), batch: int = 2, repeats: int = 9,
                     warmup: int = 2, sync: Sync | None = None) -> list[dict[str, Any]]:
-    """Seconds of one ``opt.step()`` of the executor's optimizers on ``name`` (after one backward)."""
+    """Seconds of one ``opt.step()`` + ``opt.zero_grad(set_to_none=False)`` of the executor's optimizers on
+    ``name``, each repetition after a fresh forward and backward (untimed), as in the executor's loop: the
+    parameters, gradients and momenta come from memory, not from a cache the previous step warmed."""
     import torch.nn.functional as F
 
     from executor.optim import build_optimizer
@@ -346,8 +350,15 @@ def optimizer_times(name: str, optimizers: Sequence[str] = ("sgd", "lars"), batc
     for opt_name in optimizers:
         key, model, x, y = _model_and_data(name, int(batch))
         opt = build_optimizer(opt_name, model, lr=0.01, momentum=0.9, weight_decay=1e-4)
-        F.cross_entropy(model(x), y).backward()
-        t = _timed(opt.step, repeats, warmup, sync)
+
+        def fresh_gradients() -> None:
+            F.cross_entropy(model(x), y).backward()
+
+        def step() -> None:
+            opt.step()
+            opt.zero_grad(set_to_none=False)
+
+        t = _timed(step, repeats, warmup, sync, setup=fresh_gradients)
         params = [p for p in model.parameters() if p.requires_grad]
         rows.append({"model": key, "optimizer": opt_name, "step_s": typical(t), "spread_s": spread(t),
                      "tensors": len(params), "param_bytes": int(sum(p.numel() * p.element_size() for p in params))})
@@ -465,11 +476,18 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
     ga, gb = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
     gc = torch.empty(gemm_n, gemm_n)
 
-    def gemm_sample() -> None:  # one timed GEMM (max over ranks) per round of the model measurements
-        sync.barrier()
+    from executor.speed_probe import SpeedProbe
+
+    probe = SpeedProbe()
+    probe_times: list[float] = []
+
+    def gemm_sample() -> None:  # per round of the model measurements: one timed GEMM and one speed-probe
+        sync.barrier()          # sample (each the maximum over ranks, as the model times)
         t0 = time.perf_counter()
         torch.mm(ga, gb, out=gc)
         gemm_times.append(sync.max([time.perf_counter() - t0])[0])
+        sync.barrier()
+        probe_times.append(sync.max([probe.sample()])[0])
 
     gemm_times += _timed(lambda: torch.mm(ga, gb, out=gc), repeats, 2, sync)
     doc["gemm_fp64"] = gemm_flops(max(256, gemm_n // 2), "float64", repeats, sync=sync)
@@ -485,6 +503,9 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         plan = {m: list((model_batches or {}).get(m, batches)) for m in models}
         say(f"whole models, interleaved: {plan}")
         doc["models"] = models_times(plan, repeats, sync=sync, tick=gemm_sample)
+        doc["speed_probe"] = {**probe.describe(), "typical_s": typical(probe_times),
+                              "median_s": float(np.median(probe_times)), "spread_s": spread(probe_times),
+                              "note": "one sample per round of the whole-model measurements, maximum over ranks"}
     gemm_times += _timed(lambda: torch.mm(ga, gb, out=gc), repeats, 0, sync)
     doc["gemm"] = gemm_summary(gemm_n, "float32", gemm_times)
     doc["gemm"]["note"] = "sampled before, during (one per round) and after the model measurements"

@@ -594,6 +594,8 @@ def merge_compute_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["reduce"] = min((d["reduce"] for d in docs), key=lambda r: r["gamma_s_per_B"])
     if all("loop" in d for d in docs):
         out["loop"] = min((d["loop"] for d in docs), key=lambda r: r["step_s"])
+    if all("speed_probe" in d for d in docs):  # the fastest round's, as for the work measured beside it
+        out["speed_probe"] = min((d["speed_probe"] for d in docs), key=lambda r: r["typical_s"])
 
     def best(key: str, ident: Callable[[Mapping[str, Any]], tuple], value: str) -> list[dict[str, Any]]:
         chosen: dict[tuple, Mapping[str, Any]] = {}
@@ -703,6 +705,7 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
 
     step_s = float(base.get("loop", {}).get("step_s", 0.0))
     jitter = compute_jitter(points)
+    probe = {k: float(doc["speed_probe"]["typical_s"]) for k, doc in merged.items() if "speed_probe" in doc}
     return {
         "kind": "calibration", "plan": plan.name, "date": date, "host": host,
         "machine": {"cpu_count": cores, "cpu_mhz": _cpu_mhz(), "mem_total_GiB": _mem_total_gib(),
@@ -715,7 +718,7 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
                    "curves": cfit["curves"], "workload_scale": cfit["workload_scale"]},
         "compute_fit": {k: cfit[k] for k in ("rms_rel_err", "max_abs_rel_err", "generic_rms_rel_err",
                                              "generic_max_abs_rel_err", "points")},
-        "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter,
+        "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "speed_probe_s": probe,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"], "optimizer_fit": kfit, "bucketer_fit": bfit},
         "elapsed_s": time.monotonic() - t_start,
@@ -900,6 +903,13 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
             src[f"calibration.jitter.ranks_{int(k)}"] = (
                 f"{when}: compute-time CV of one rank with {int(k)} rank(s) sharing the CPU: median over the "
                 "benchmarked workloads of range / (d_n x median) of the repeated steps")
+    if report.get("speed_probe_s"):
+        lines += ["", "[calibration.speed_probe_ms]"] + [f"ranks_{int(k)} = {_f(v * 1e3)}"
+                                                          for k, v in report["speed_probe_s"].items()]
+        for k in report["speed_probe_s"]:
+            src[f"calibration.speed_probe_ms.ranks_{int(k)}"] = (
+                f"{when}: host speed probe (executor.speed_probe) per rank with {int(k)} rank(s) sharing the CPU, "
+                "typical of one sample per round of the whole-model measurements, fastest round")
     lines += ["", "[calibration.overheads]", f"step_us = {_f(ov['step_s'] * 1e6)}",
               f"bucketer_us = {_f(ov['bucketer_s'] * 1e6)}", f"grad_hook_us = {_f(ov['grad_hook_s'] * 1e6)}",
               f"kernel_launch_us = {_f(ov['kernel_launch_s'] * 1e6)}"]

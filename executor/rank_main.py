@@ -135,6 +135,10 @@ def _train(spec: dict[str, Any], MPI) -> None:
     model.train()
     fault = spec.get("fault") or {}
     check_params = bool(spec.get("check_params"))
+    probe = None
+    if spec.get("speed_probe"):
+        from executor.speed_probe import SpeedProbe
+        probe = SpeedProbe()
     while True:
         if total is not None and it >= total:
             break
@@ -162,20 +166,23 @@ def _train(spec: dict[str, Any], MPI) -> None:
         opt.step()
         opt.zero_grad(set_to_none=False)
         t5 = time.perf_counter()
-        refresh = 0.0
+        refresh = factor = 0.0
         lt = getattr(opt, "last_timings", None)
         if lt:
             refresh = float(sum(v for k, v in lt.items() if k in ("factor_s", "reduce_scatter_s", "inversion_s")))
+            factor = float(lt.get("factor_s", 0.0))  # spent inside forward/backward hooks
         rec = {"iteration": it, "warmup": it < warmup,
                "data_s": t1 - t0, "forward_s": fwd, "backward_s": bwd, "comm_wait_s": t4 - t3,
                "comm_total_s": timing.comm_total_s if timing else 0.0, "optimizer_s": t5 - t4,
-               "kfac_refresh_s": refresh, "iteration_s": t5 - t0, "loss": float(loss.detach()) * per_rank / max(1, len(xs)),
+               "kfac_refresh_s": refresh, "kfac_factor_s": factor, "iteration_s": t5 - t0, "loss": float(loss.detach()) * per_rank / max(1, len(xs)),
                "spans": {"data": (t0, t1), "forward": (t1, t1 + fwd), "backward": (t1 + fwd, t3),
                          "wait": (t3, t4), "optimizer": (t4, t5)},
                "buckets": [{"index": bt.index, "nbytes": bt.nbytes, "ready_s": bt.ready_s, "start_s": bt.start_s,
                             "end_s": bt.end_s} for bt in timing.buckets] if timing else []}
         if check_params:
             rec["param_digest"] = _digest(model)
+        if probe is not None:  # host speed now, outside the timed iteration (executor.speed_probe)
+            rec["probe_s"] = probe.sample()
         records.append(rec)
         train_wall += t5 - t0
         it += 1
@@ -214,6 +221,9 @@ def _train(spec: dict[str, Any], MPI) -> None:
         "records": all_slim,
         "buckets_rank0": buckets0,
     }
+    if probe is not None:
+        measurement["speed_probe"] = {**probe.describe(), "median_s": _probe_median(all_slim),
+                                      "statistic": "median over measured iterations of the maximum over ranks"}
     if until_top1 is not None:
         reached = [e for e in evals if e["top1"] >= float(until_top1)]
         measurement.update({"until_top1": until_top1, "evaluations": evals,
@@ -223,6 +233,17 @@ def _train(spec: dict[str, Any], MPI) -> None:
     if summary:
         measurement["time_to_train_s"] = None  # a fixed-iteration run measures iterations, not a whole run
     write_json_atomic(spec["out"], measurement)
+
+
+def _probe_median(per_rank: list[list[dict[str, Any]]]) -> float | None:
+    """Median over measured iterations of the slowest rank's speed-probe time (seconds): a synchronous step
+    waits for the slowest rank, and the calibration's compute times are maxima over ranks too."""
+    import statistics
+
+    n = min(len(r) for r in per_rank)
+    vals = [max(r[i]["probe_s"] for r in per_rank) for i in range(n)
+            if not per_rank[0][i]["warmup"] and all("probe_s" in r[i] for r in per_rank)]
+    return statistics.median(vals) if vals else None
 
 
 def _digest(model) -> str:

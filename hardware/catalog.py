@@ -207,6 +207,7 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                                                  "beta_ns_per_B": Leaf("float", ge=0)}), key_pattern=_RANKS_KEY),
                                     key_choices=CALIBRATED_ALGORITHMS, required=False),
         "jitter": MapOf(Leaf("float", ge=0, le=1), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
+        "speed_probe_ms": MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "overheads": Table({"step_us": Leaf("float", ge=0, le=1e7), "bucketer_us": Leaf("float", ge=0, le=1e7),
                             "grad_hook_us": Leaf("float", ge=0, le=1e6),
                             "kernel_launch_us": Leaf("float", ge=0, le=1e6)}, required=False),
@@ -643,8 +644,10 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                                       grad_hook_s=to_si("grad_hook_us", ov.get("grad_hook_us", 0.0)),
                                       kernel_launch_s=to_si("kernel_launch_us", ov.get("kernel_launch_us", 0.0)))
     jitter = {int(k.split("_")[1]): float(v) for k, v in cal.get("jitter", {}).items()}
+    probe = {int(k.split("_")[1]): float(v) * 1e-3 for k, v in cal.get("speed_probe_ms", {}).items()}
     return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
-                       jitter_cv=FrozenMap(dict(sorted(jitter.items()))), notes=cal.get("notes", ""))
+                       jitter_cv=FrozenMap(dict(sorted(jitter.items()))),
+                       speed_probe_s=FrozenMap(dict(sorted(probe.items()))), notes=cal.get("notes", ""))
 
 
 def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec:

@@ -477,6 +477,9 @@ class Calibration:
         Ranks sharing the device -> coefficient of variation of one rank's compute time per iteration
         (dimensionless). Synchronous data parallelism waits for the slowest rank, so the predictor adds the
         expected maximum of that many draws (see :func:`perfmodel.predict.iteration_model`).
+    speed_probe_s : Mapping[int, float]
+        Ranks sharing the device -> seconds of the host speed probe (:mod:`executor.speed_probe`) per rank
+        while the compute calibration ran: the reference of the speed factor of a later run.
     notes : str
         Free text.
     """
@@ -486,6 +489,7 @@ class Calibration:
     allreduce: Mapping[str, CalibratedCollective] = FrozenMap()
     overheads: ExecutorOverheads | None = None
     jitter_cv: Mapping[int, float] = FrozenMap()
+    speed_probe_s: Mapping[int, float] = FrozenMap()
     notes: str = ""
 
     def jitter_for(self, ranks_sharing: float) -> float:

@@ -172,17 +172,21 @@ def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: 
 
 
 def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarray) -> np.ndarray | None:
-    """Expected wait for the slowest of ``ranks`` ranks: with a calibrated compute jitter (coefficient of
-    variation ``cv`` of one rank's compute time, normal), a synchronous step takes ``E[max of ranks draws]``
-    times the mean compute, so the wait is ``(E[max] - 1) * compute``. None without a calibration (catalog
-    systems: ranks are identical, as in the rest of this model; the simulator samples stragglers)."""
+    """Expected wait for the slowest device: with a calibrated compute jitter (coefficient of variation ``cv``
+    of one device's compute time, normal), a synchronous step over ``d`` devices takes ``E[max of d draws]``
+    times the calibrated compute, so the wait is ``(E[max] - 1) * compute``. The calibrated compute of ranks
+    that share a device is already the maximum over those ranks per repetition (``bench compute`` times every
+    repetition on its slowest rank), so only the devices, ``d = ranks / share``, count here. None without a
+    calibration (catalog systems: ranks are identical, as in the rest of this model; the simulator samples
+    stragglers) or on one device."""
     cal = system.calibration
-    if cal is None or ranks < 2:
+    devices = int(math.ceil(ranks / max(share, 1.0) - 1e-9))
+    if cal is None or devices < 2:
         return None
     cv = cal.jitter_for(share)
     if cv <= 0:
         return None
-    return (Variability("normal", cv).expected_max(ranks) - 1.0) * compute_s
+    return (Variability("normal", cv).expected_max(devices) - 1.0) * compute_s
 
 
 def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_per_node: int, per_device_batch,

@@ -11,6 +11,13 @@ A point's result holds the configuration, the analytic prediction, the simulatio
 jitter that ``perfmodel calibrate`` measured, so that the simulated step-time distribution of the runs is a
 prediction, not a fit), the measurement (summary, per-iteration times of the slowest rank, repeats) and the
 errors per component.
+
+Host speed: the runs record the host speed probe (:mod:`executor.speed_probe`) after every iteration, and
+the calibration recorded it beside its compute measurements. ``speed_factor`` = the run's probe time over
+the calibration's (same number of ranks sharing the host). Errors are given twice: ``raw`` (the prediction
+as calibrated) and speed-normalised (``analytic``/``simulation``: every predicted time multiplied by the
+speed factor, since on one host every component is work of the same CPU and memory). The normalised error
+is the model's; the raw error adds the host's drift between calibration and run.
 """
 from __future__ import annotations
 
@@ -44,7 +51,7 @@ def _measure(point: Point, system: str, repeats: int, timeout_s: float) -> dict[
     runs = []
     for _ in range(repeats):
         m = launch(point.config(system), point.ranks, iterations=point.iterations,
-                   warmup_iterations=point.warmup_iterations, timeout_s=timeout_s)
+                   warmup_iterations=point.warmup_iterations, timeout_s=timeout_s, extra={"speed_probe": True})
         runs.append(m)
     # the reported measurement is the repeat with the median mean iteration time; all repeats are kept
     order = sorted(range(len(runs)), key=lambda i: runs[i]["iteration_s"])
@@ -57,7 +64,34 @@ def _measure(point: Point, system: str, repeats: int, timeout_s: float) -> dict[
         "cores_per_rank": best.get("cores_per_rank"), "allreduce_algorithm": best.get("allreduce_algorithm"),
         "software": best.get("software"), "machine": best.get("machine"),
         "noise": noise_pct(iters, [r["iteration_s"] for r in runs]),
+        "speed_probe_s": (best.get("speed_probe") or {}).get("median_s"),
     }
+
+
+def speed_factor(system: str, ranks: int, probe_s: float | None) -> float | None:
+    """The run's host speed probe over the calibration's for ``ranks`` ranks sharing the host (None when
+    either is missing)."""
+    from hardware.catalog import load_system
+
+    cal = load_system(system).calibration
+    ref = cal.speed_probe_s.get(ranks) if cal is not None else None
+    return float(probe_s / ref) if probe_s and ref else None
+
+
+def scaled(prediction: Mapping[str, Any], factor: float | None) -> dict[str, Any]:
+    """``prediction`` with every time (iteration, percentiles, samples, breakdown) multiplied by ``factor``."""
+    f = 1.0 if factor is None else float(factor)
+    out: dict[str, Any] = {}
+    for k, v in prediction.items():
+        if k == "breakdown":
+            out[k] = {bk: (bv * f if isinstance(bv, (int, float)) and bv is not None else bv) for bk, bv in v.items()}
+        elif k.endswith("_s") and isinstance(v, (int, float)):
+            out[k] = v * f
+        elif k.endswith("samples_s"):
+            out[k] = [x * f for x in v]
+        else:
+            out[k] = v
+    return out
 
 
 def run_point(point: Point, *, system: str = "local", repeats: int = 1, timeout_s: float = 900.0,
@@ -69,16 +103,22 @@ def run_point(point: Point, *, system: str = "local", repeats: int = 1, timeout_
     sd = sim.to_dict()
     t0 = time.perf_counter()
     meas = _measure(point, system, repeats, timeout_s)
-    analytic = {"iteration_s": pred.iteration_s, "breakdown": dict(pred.breakdown)}
-    simulated = {"iteration_s": sd["iteration_s"], "iteration_p50_s": sd["iteration_p50_s"],
-                 "iteration_p99_s": sd["iteration_p99_s"], "breakdown": sd["breakdown"],
-                 "iteration_samples_s": [float(x) for x in sim.iteration_samples_s],
-                 "jitter_cv": sd["simulation"]["variability"]["cv"]}
+    analytic_raw = {"iteration_s": pred.iteration_s, "breakdown": dict(pred.breakdown)}
+    simulated_raw = {"iteration_s": sd["iteration_s"], "iteration_p50_s": sd["iteration_p50_s"],
+                     "iteration_p99_s": sd["iteration_p99_s"], "breakdown": sd["breakdown"],
+                     "iteration_samples_s": [float(x) for x in sim.iteration_samples_s],
+                     "jitter_cv": sd["simulation"]["variability"]["cv"]}
+    factor = speed_factor(system, point.ranks, meas.get("speed_probe_s"))
+    analytic, simulated = scaled(analytic_raw, factor), scaled(simulated_raw, factor)
     return {
         "id": point.id, "point": {k: getattr(point, k) for k in point.__dataclass_fields__},
         "config": cfg.to_dict(), "config_hash": cfg.config_hash, "system": system,
+        "speed_factor": factor,
         "prediction": analytic, "simulation": simulated, "measurement": meas,
-        "errors": {"analytic": component_errors(analytic, meas), "simulation": component_errors(simulated, meas)},
+        "prediction_raw": analytic_raw, "simulation_raw": simulated_raw,
+        "errors": {"analytic": component_errors(analytic, meas), "simulation": component_errors(simulated, meas),
+                   "analytic_raw": component_errors(analytic_raw, meas),
+                   "simulation_raw": component_errors(simulated_raw, meas)},
         "run_wall_s": time.perf_counter() - t0,
     }
 
@@ -121,6 +161,8 @@ def summary_of(results: list[Mapping[str, Any]]) -> dict[str, Any]:
     """Headline numbers over point results."""
     analytic = summarise_errors(results, "analytic")
     simulated = summarise_errors(results, "simulation")
+    raw = summarise_errors(results, "analytic_raw")
+    factors = [r["speed_factor"] for r in results if r.get("speed_factor")]
     noise = [r["measurement"]["noise"]["sem_pct"] for r in results if r["measurement"]["noise"]["sem_pct"] is not None]
     rep = [r["measurement"]["noise"]["repeat_pct"] for r in results
            if r["measurement"]["noise"]["repeat_pct"] is not None]
@@ -128,7 +170,11 @@ def summary_of(results: list[Mapping[str, Any]]) -> dict[str, Any]:
         "configs": len(results),
         "mape_iteration": analytic["iteration"]["mape"], "max_ape_iteration": analytic["iteration"]["max_ape"],
         "bias_iteration": analytic["iteration"]["bias"],
-        "components": analytic, "simulation_components": simulated,
+        "mape_iteration_raw": raw["iteration"]["mape"], "max_ape_iteration_raw": raw["iteration"]["max_ape"],
+        "bias_iteration_raw": raw["iteration"]["bias"],
+        "speed_factor": {"min": min(factors), "median": statistics.median(factors), "max": max(factors)}
+        if factors else None,
+        "components": analytic, "simulation_components": simulated, "raw_components": raw,
         "noise": {"median_sem_pct": statistics.median(noise) if noise else None,
                   "median_repeat_pct": statistics.median(rep) if rep else None},
     }

@@ -28,7 +28,7 @@ class Point:
     allreduce: str = "auto"
     bucket_mb: float = 25.0
     overlap: bool = True
-    iterations: int = 10
+    iterations: int = 30
     warmup_iterations: int = 2
     options: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -59,7 +59,7 @@ def quick_matrix() -> list[Point]:
         Point("resnet20", 1, 32),
         Point("resnet20", 2, 64),
         Point("resnet20", 2, 64, optimizer="lars"),
-        Point("resnet20", 2, 32, optimizer="kfac", options=_kfac(5), iterations=10),
+        Point("resnet20", 2, 32, optimizer="kfac", options=_kfac(5)),
         Point("resnet20", 2, 64, allreduce="ring", bucket_mb=0.25, overlap=False),
         Point("resnet20", 4, 64, allreduce="halving_doubling", bucket_mb=0.25),
     ]
