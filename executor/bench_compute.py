@@ -37,6 +37,8 @@ Method
   synthetic batch (:class:`executor.data.SyntheticData`) and setting the learning rate.
 - Speed probe (``speed_probe``): the host speed probe of :mod:`executor.speed_probe`, one sample per round
   of the whole-model measurements (maximum over ranks): the reference that a later run's probe is compared with.
+- K-FAC (``kfac``, with ``--kfac MODEL:BATCH``): the executor's distributed K-FAC with every rank of the job,
+  its factor computation, factor exchange and inversion per refresh (:func:`kfac_times`).
 - Bucketer (``bucketer``): forward + backward + ``finish()`` with the executor's
   :class:`~executor.comm.buckets.GradientBucketer` on a communication engine whose operation does nothing
   (world size 2, so the averaging runs), minus the same step without it: the hooks, copies into and out of
@@ -365,6 +367,49 @@ def optimizer_times(name: str, optimizers: Sequence[str] = ("sgd", "lars"), batc
     return rows
 
 
+def kfac_times(name: str, batch: int, repeats: int = 5, warmup: int = 1, sync: Sync | None = None) -> dict[str, Any]:
+    """The executor's distributed K-FAC (:class:`executor.optim.kfac.KFAC`) on ``name`` at per-rank ``batch``
+    with every rank of the job: medians over ``repeats`` refresh steps of its phases (``factor_s`` in the
+    forward/backward hooks, ``reduce_scatter_s`` = the factor exchange with its packing and running averages,
+    ``inversion_s``), each the maximum over ranks, and of the step (``step()`` + ``zero_grad()``) of the
+    non-refresh steps in between (refresh interval 2)."""
+    import torch.nn.functional as F
+
+    from executor.optim import build_optimizer
+
+    sync = sync or Sync()
+    key, model, x, y = _model_and_data(name, int(batch))
+    comm = sync.comm if sync.size > 1 else None
+    opt = build_optimizer("kfac", model, lr=0.01, momentum=0.9, weight_decay=1e-4,
+                          options={"refresh_interval": 2}, comm=comm, source=SOURCE)
+    phases = ("factor_s", "reduce_scatter_s", "inversion_s")
+    refresh: dict[str, list[float]] = {k: [] for k in phases}
+    plain: list[float] = []
+    for i in range(2 * (warmup + repeats)):
+        opt.zero_grad(set_to_none=False)
+        sync.barrier()
+        F.cross_entropy(model(x), y).backward()
+        sync.barrier()
+        t0 = time.perf_counter()
+        opt.step()
+        t = time.perf_counter() - t0
+        if i < 2 * warmup:
+            continue
+        lt = dict(opt.last_timings)
+        if lt.get("refresh"):
+            for k in phases:
+                refresh[k].append(float(lt.get(k, 0.0)))
+        else:
+            plain.append(t)
+    out = {"model": key, "batch": int(batch), "ranks": sync.size, "refresh_interval": 2}
+    for k in phases:
+        vals = sync.max(refresh[k])
+        out[k] = float(np.median(vals))
+        out["spread_" + k] = spread(vals)
+    out["step_s"] = float(np.median(sync.max(plain)))
+    return out
+
+
 def bucketer_overhead(name: str, batch: int = 2, bucket_bytes: float = 25e6, repeats: int = 9, warmup: int = 2,
                       sync: Sync | None = None) -> dict[str, Any]:
     """Extra seconds per iteration of the gradient bucketer (hooks, bucket copies, averaging), measured as
@@ -431,7 +476,7 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
                       repeats: int = 7, gemm_n: int = 1024, memory_bytes: int = 128 << 20,
                       optimizers: Sequence[str] = ("sgd", "lars"), bucketer: bool = True,
                       model_batches: dict[str, Sequence[int]] | None = None,
-                      aux_models: Sequence[str] | None = None,
+                      aux_models: Sequence[str] | None = None, kfac: tuple[str, int] | None = None,
                       sync: Sync | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every measurement and return the JSON document (see the module docstring).
 
@@ -449,6 +494,8 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         Timed repetitions of every measurement.
     aux_models : sequence of str, optional
         Models of the optimizer and bucketer measurements (default: ``models``).
+    kfac : (str, int), optional
+        Model and per-rank batch of the K-FAC measurement (:func:`kfac_times`); None: not measured.
     """
     import torch
 
@@ -519,6 +566,9 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         if bucketer and m in aux:
             say(f"{m}: gradient bucketer")
             doc["bucketer"].append(bucketer_overhead(m, min((model_batches or {}).get(m, batches)), repeats=repeats, sync=sync))
+    if kfac is not None:
+        say(f"{kfac[0]}: K-FAC at per-rank batch {kfac[1]}")
+        doc["kfac"] = kfac_times(kfac[0], kfac[1], repeats=max(3, repeats // 2), sync=sync)
     return doc
 
 
@@ -564,6 +614,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-bucketer", action="store_true", help="skip the bucketer overhead")
     ap.add_argument("--aux-models", default=None, help="models of the optimizer and bucketer measurements "
                     "(default: --models)")
+    ap.add_argument("--kfac", default=None, metavar="MODEL:BATCH",
+                    help="also time the executor's K-FAC phases on MODEL at per-rank BATCH (e.g. resnet20:16)")
     ap.add_argument("--model-batches", default=None,
                     help="per-model batches overriding --batches, e.g. 'resnet18=1,2;tiny=1,8'")
     ap.add_argument("--json", action="store_true", help="print JSON (default: tables)")
@@ -584,6 +636,15 @@ def _model_batches(text: str | None) -> dict[str, list[int]] | None:
     return out
 
 
+def _kfac_arg(text: str | None) -> tuple[str, int] | None:
+    if not text:
+        return None
+    name, sep, batch = text.partition(":")
+    if not sep or not name.strip():
+        raise ConfigError(SOURCE, "kfac", text, "expected MODEL:BATCH, e.g. resnet20:16")
+    return name.strip(), parse_int_list(batch, "kfac")[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; rank 0 prints. Returns the exit status."""
     args = _parser().parse_args(argv)
@@ -601,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
                             bucketer=not args.no_bucketer, model_batches=_model_batches(args.model_batches),
                             aux_models=None if args.aux_models is None else
                             [m.strip() for m in args.aux_models.split(",") if m.strip()],
-                            sync=sync, progress=say)
+                            kfac=_kfac_arg(args.kfac), sync=sync, progress=say)
     if sync.rank == 0:
         text = json.dumps(doc, indent=1)
         if args.out:

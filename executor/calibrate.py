@@ -534,6 +534,8 @@ class CalibrationPlan:
     optimizer_models: tuple[str, ...] = ("resnet20", "tiny", "digits_cnn")
     heavy_max_ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
     compute_rounds: int = 2
+    #: reference (model, per-rank batch) of the K-FAC measurement at every compute rank count (None: none)
+    kfac: tuple[str, int] | None = ("resnet20", 16)
 
 
 #: the operating points of the validation matrix (validation.matrix) and of the time-to-accuracy runs
@@ -594,6 +596,9 @@ def merge_compute_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["reduce"] = min((d["reduce"] for d in docs), key=lambda r: r["gamma_s_per_B"])
     if all("loop" in d for d in docs):
         out["loop"] = min((d["loop"] for d in docs), key=lambda r: r["step_s"])
+    kf = [d["kfac"] for d in docs if "kfac" in d]
+    if kf:
+        out["kfac"] = min(kf, key=lambda r: r["factor_s"])
     if all("speed_probe" in d for d in docs):  # the fastest round's, as for the work measured beside it
         out["speed_probe"] = min((d["speed_probe"] for d in docs), key=lambda r: r["typical_s"])
 
@@ -665,6 +670,8 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
                 args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models)]
             else:
                 args += ["--optimizers", "none", "--no-bucketer"]
+            if plan.kfac and rnd == 0:
+                args += ["--kfac", f"{plan.kfac[0]}:{plan.kfac[1]}"]
             say(f"bench compute (round {rnd + 1}/{plan.compute_rounds}): {k} rank(s) sharing {cores} cores, "
                 f"models {', '.join(models)}")
             doc = run_benchmark("executor.bench_compute", args, k, timeout_s=timeout_s, progress=say)
@@ -706,6 +713,8 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
     step_s = float(base.get("loop", {}).get("step_s", 0.0))
     jitter = compute_jitter(points)
     probe = {k: float(doc["speed_probe"]["typical_s"]) for k, doc in merged.items() if "speed_probe" in doc}
+    kfac = {k: {f: doc["kfac"][f] for f in ("model", "batch", "factor_s", "reduce_scatter_s", "inversion_s", "step_s")}
+            for k, doc in merged.items() if "kfac" in doc}
     return {
         "kind": "calibration", "plan": plan.name, "date": date, "host": host,
         "machine": {"cpu_count": cores, "cpu_mhz": _cpu_mhz(), "mem_total_GiB": _mem_total_gib(),
@@ -719,6 +728,7 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
         "compute_fit": {k: cfit[k] for k in ("rms_rel_err", "max_abs_rel_err", "generic_rms_rel_err",
                                              "generic_max_abs_rel_err", "points")},
         "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "speed_probe_s": probe,
+        "kfac": kfac,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"], "optimizer_fit": kfit, "bucketer_fit": bfit},
         "elapsed_s": time.monotonic() - t_start,
@@ -903,6 +913,15 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
             src[f"calibration.jitter.ranks_{int(k)}"] = (
                 f"{when}: compute-time CV of one rank with {int(k)} rank(s) sharing the CPU: median over the "
                 "benchmarked workloads of range / (d_n x median) of the repeated steps")
+    for k, r in (report.get("kfac") or {}).items():
+        key = f"calibration.kfac.ranks_{int(k)}"
+        lines += ["", f"[{key}]", f"model = {_s(r['model'])}", f"per_rank_batch = {int(r['batch'])}",
+                  f"factor_ms = {_f(r['factor_s'] * 1e3)}", f"exchange_ms = {_f(r['reduce_scatter_s'] * 1e3)}",
+                  f"inversion_ms = {_f(r['inversion_s'] * 1e3)}"]
+        how = (f"{when}: the executor's K-FAC on {r['model']} at per-rank batch {int(r['batch'])} with {int(k)} "
+               "rank(s), median of the refresh steps, slowest rank (bench compute --kfac)")
+        for f in ("per_rank_batch", "factor_ms", "exchange_ms", "inversion_ms"):
+            src[f"{key}.{f}"] = how
     if report.get("speed_probe_s"):
         lines += ["", "[calibration.speed_probe_ms]"] + [f"ranks_{int(k)} = {_f(v * 1e3)}"
                                                           for k, v in report["speed_probe_s"].items()]

@@ -52,7 +52,7 @@ from typing import Any, Mapping
 
 from hardware.errors import SpecError
 from hardware.specs import (CALIBRATED_ALGORITHMS, CLOSED_FORM_ALGORITHMS, DEVICE_KINDS, INTRA_KINDS,
-                            MEMORY_MODES, PRECISIONS, CalibratedCollective, Calibration,
+                            MEMORY_MODES, PRECISIONS, CalibratedCollective, Calibration, KfacMeasured,
                             DeviceSpec, EfficiencyCurve, ExecutorOverheads, FrozenMap, IntraNodeSpec, MemorySpec,
                             NetworkSpec, NodeSpec, SystemSpec)
 from hardware.units import to_si
@@ -207,6 +207,10 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                                                  "beta_ns_per_B": Leaf("float", ge=0)}), key_pattern=_RANKS_KEY),
                                     key_choices=CALIBRATED_ALGORITHMS, required=False),
         "jitter": MapOf(Leaf("float", ge=0, le=1), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
+        "kfac": MapOf(Table({"model": Leaf("str"), "per_rank_batch": Leaf("int", ge=1),
+                             "factor_ms": Leaf("float", ge=0, le=1e7), "exchange_ms": Leaf("float", ge=0, le=1e7),
+                             "inversion_ms": Leaf("float", ge=0, le=1e7)}),
+                      key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "speed_probe_ms": MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "overheads": Table({"step_us": Leaf("float", ge=0, le=1e7), "bucketer_us": Leaf("float", ge=0, le=1e7),
                             "grad_hook_us": Leaf("float", ge=0, le=1e6),
@@ -645,9 +649,14 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                                       kernel_launch_s=to_si("kernel_launch_us", ov.get("kernel_launch_us", 0.0)))
     jitter = {int(k.split("_")[1]): float(v) for k, v in cal.get("jitter", {}).items()}
     probe = {int(k.split("_")[1]): float(v) * 1e-3 for k, v in cal.get("speed_probe_ms", {}).items()}
+    kfac = {int(k.split("_")[1]): KfacMeasured(model=v["model"], per_rank_batch=int(v["per_rank_batch"]),
+                                               factor_s=v["factor_ms"] * 1e-3, exchange_s=v["exchange_ms"] * 1e-3,
+                                               inversion_s=v["inversion_ms"] * 1e-3)
+            for k, v in cal.get("kfac", {}).items()}
     return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
                        jitter_cv=FrozenMap(dict(sorted(jitter.items()))),
-                       speed_probe_s=FrozenMap(dict(sorted(probe.items()))), notes=cal.get("notes", ""))
+                       speed_probe_s=FrozenMap(dict(sorted(probe.items()))),
+                       kfac=FrozenMap(dict(sorted(kfac.items()))), notes=cal.get("notes", ""))
 
 
 def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec:

@@ -41,7 +41,7 @@ __all__ = [
     "PRECISIONS", "DEVICE_KINDS", "MEMORY_MODES", "INTRA_KINDS", "TOPOLOGY_KINDS",
     "FrozenMap", "MemorySpec", "EfficiencyCurve", "DeviceSpec", "IntraNodeSpec", "NodeSpec",
     "NetworkSpec", "SystemSpec", "CALIBRATED_ALGORITHMS", "CLOSED_FORM_ALGORITHMS", "CalibratedCollective",
-    "ExecutorOverheads", "Calibration",
+    "ExecutorOverheads", "KfacMeasured", "Calibration",
 ]
 
 #: numeric precisions a device may quote a peak for (``peak_tflops_<precision>`` in the data files)
@@ -462,6 +462,21 @@ class ExecutorOverheads:
 
 
 @dataclass(frozen=True)
+class KfacMeasured:
+    """The executor's K-FAC per refresh, measured by ``perfmodel calibrate`` on a reference configuration
+    (``model`` at ``per_rank_batch`` with all ranks of one rank count; seconds, slowest rank): the factor
+    computation in the hooks, the factor exchange (packing, reduce-scatter, running averages) and the
+    inversion. The predictor prices the same reference with its cost model and scales its K-FAC terms by
+    measured / modelled (EMPIRICAL; :func:`perfmodel.predict.kfac_scales`)."""
+
+    model: str
+    per_rank_batch: int
+    factor_s: float
+    exchange_s: float
+    inversion_s: float
+
+
+@dataclass(frozen=True)
 class Calibration:
     """What ``perfmodel calibrate`` measured on a system (the ``[calibration]`` table of its file).
 
@@ -480,6 +495,8 @@ class Calibration:
     speed_probe_s : Mapping[int, float]
         Ranks sharing the device -> seconds of the host speed probe (:mod:`executor.speed_probe`) per rank
         while the compute calibration ran: the reference of the speed factor of a later run.
+    kfac : Mapping[int, KfacMeasured]
+        Ranks -> the executor's K-FAC measured at that rank count.
     notes : str
         Free text.
     """
@@ -490,6 +507,7 @@ class Calibration:
     overheads: ExecutorOverheads | None = None
     jitter_cv: Mapping[int, float] = FrozenMap()
     speed_probe_s: Mapping[int, float] = FrozenMap()
+    kfac: Mapping[int, KfacMeasured] = FrozenMap()
     notes: str = ""
 
     def jitter_for(self, ranks_sharing: float) -> float:

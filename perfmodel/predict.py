@@ -26,6 +26,9 @@ Assumptions (each an approximation, marked):
   calibrated device's efficiency curve for that many sharing ranks is used when it has one
   (:meth:`hardware.specs.DeviceSpec.efficiency_for`: the sharing changes the cores, and so the threads, a
   rank gets).
+- K-FAC on a system whose calibration measured the executor's K-FAC: the per-refresh terms (factor
+  computation, factor exchange, inversion) are scaled by measured / modelled on the calibration's
+  reference configuration (EMPIRICAL, :func:`kfac_scales`).
 - A calibrated device may carry an EMPIRICAL factor on the compute time of each calibration workload
   (:meth:`hardware.specs.DeviceSpec.workload_factor`; 1 for every other workload and every catalog device).
 - A calibrated system (``perfmodel calibrate``) adds the executor's measured per-iteration overheads
@@ -172,21 +175,62 @@ def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: 
 
 
 def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarray) -> np.ndarray | None:
-    """Expected wait for the slowest device: with a calibrated compute jitter (coefficient of variation ``cv``
-    of one device's compute time, normal), a synchronous step over ``d`` devices takes ``E[max of d draws]``
-    times the calibrated compute, so the wait is ``(E[max] - 1) * compute``. The calibrated compute of ranks
-    that share a device is already the maximum over those ranks per repetition (``bench compute`` times every
-    repetition on its slowest rank), so only the devices, ``d = ranks / share``, count here. None without a
-    calibration (catalog systems: ranks are identical, as in the rest of this model; the simulator samples
-    stragglers) or on one device."""
+    """Expected wait for the slowest of ``ranks`` ranks: with a calibrated compute jitter (coefficient of
+    variation ``cv`` of one rank's compute time, normal), a synchronous step takes ``E[max of ranks draws]``
+    times the calibrated compute, so the wait is ``(E[max] - 1) * compute``. The calibrated compute is the
+    typical step (median of the fastest half of the repetitions, ``bench compute``), which leaves out the
+    slow tail that the slowest rank of every step brings. None without a calibration (catalog systems:
+    ranks are identical, as in the rest of this model; the simulator samples stragglers)."""
     cal = system.calibration
-    devices = int(math.ceil(ranks / max(share, 1.0) - 1e-9))
-    if cal is None or devices < 2:
+    if cal is None or ranks < 2:
         return None
     cv = cal.jitter_for(share)
     if cv <= 0:
         return None
-    return (Variability("normal", cv).expected_max(devices) - 1.0) * compute_s
+    return (Variability("normal", cv).expected_max(ranks) - 1.0) * compute_s
+
+
+def kfac_scales(system: SystemSpec, ranks: int, precision: str = "fp32",
+                options: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """EMPIRICAL multipliers of the K-FAC model's per-refresh terms on a system whose calibration measured the
+    executor's K-FAC (``[calibration.kfac]``): measured over modelled on the calibration's reference
+    configuration (its model and per-rank batch, on one node, at the measured rank count closest to
+    ``ranks`` from below, else the smallest), for the factor computation, the factor exchange (only when the
+    reference had several ranks) and the inversion. Empty when there is nothing to scale by."""
+    cal = system.calibration
+    if cal is None or not cal.kfac:
+        return {}
+    keys = sorted(cal.kfac)
+    k = max([x for x in keys if x <= ranks], default=keys[0])
+    ref = cal.kfac[k]
+    share = max(1.0, k / system.devices_per_node)
+    dev = system.device
+    curve = dev.efficiency_for(precision, share)
+    rpn = min(k, system.devices_per_node * int(math.ceil(share)))
+
+    def comm(kind: str, nbytes: float, p: int) -> float:
+        if p <= 1:
+            return 0.0
+        return float(best_profiles(system, 1, rpn, "auto", [nbytes], op=kind)[0][0])
+
+    opts = {key: v for key, v in (options or {}).items() if key in ("launch_overhead_s", "inverse",
+                                                                   "factor_dtype_bytes", "inversion_efficiency",
+                                                                   "factor_peak_flops")}
+    opts["grad_allgather"] = False
+    oc = optimizer_cost("kfac", load_workload(ref.model), per_device_batch=int(ref.per_rank_batch), ranks=k,
+                        peak_flops=dev.peak_flops_for(precision) / share,
+                        efficiency=max(1e-6, min(1.0, float(curve.at(ref.per_rank_batch)))),
+                        mem_bw_Bps=dev.memory_bw_Bps / share, comm=comm, options=opts, source="calibration.kfac")
+    d = oc.details
+    out = {}
+    factor = d["factor_compute_s_per_refresh"] + d["bn_fisher_s_per_refresh"]
+    if factor > 0 and ref.factor_s > 0:
+        out["factor_scale"] = ref.factor_s / factor
+    if k > 1 and d["reduce_scatter_s_per_refresh"] > 0 and ref.exchange_s > 0:
+        out["exchange_scale"] = ref.exchange_s / d["reduce_scatter_s_per_refresh"]
+    if d["inversion_s_per_refresh"] > 0 and ref.inversion_s > 0:
+        out["inversion_scale"] = ref.inversion_s / d["inversion_s_per_refresh"]
+    return out
 
 
 def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_per_node: int, per_device_batch,
@@ -223,6 +267,8 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
         opts.setdefault("launch_overhead_s", overheads.kernel_launch_s)
     if optimizer == "kfac":
         opts.setdefault("grad_allgather", False)
+        for key, v in kfac_scales(system, ranks, precision, opts).items():
+            opts.setdefault(key, v)
     opt_s, opt_mem, details = [], [], []
     cache: dict[float, Any] = {}
     for bi in b:

@@ -26,7 +26,6 @@ analytic one-node iteration (weak scaling), like the predictor's.
 from __future__ import annotations
 
 import math
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -254,13 +253,7 @@ def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, ji
     K = DEFAULT_ITERATIONS if iterations is None else iterations
     _check_options(seed, K, background_gbps, max_inflight_buckets, network)
     model, pred = build_engine_model(cfg, int(K), prediction)
-    var = jitter
-    if var is None:
-        var = _calibrated_jitter(model)
-        if var is not None:  # one draw per device (see perfmodel.predict._sync_wait)
-            share = max(1.0, model.ranks_per_node / model.system.devices_per_node)
-            model = dataclasses.replace(model, jitter_units=int(math.ceil(model.ranks / share - 1e-9)))
-    var = var or NO_VARIABILITY
+    var = jitter or _calibrated_jitter(model) or NO_VARIABILITY
     rng = np.random.default_rng(int(seed))
     tw = TraceWriter() if trace_path is not None else None
     res: EngineResult = run_engine(model, int(K), var, rng, background_Bps=float(background_gbps) * 1e9 / 8,

@@ -228,11 +228,14 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
 
 
 def error_summary(rows: Iterable[Mapping[str, Any]], min_bytes: int = 0) -> dict[str, Any]:
-    """``count``, ``mean_abs_pct``, ``max_abs_pct`` (and the row with the largest error) over ``rows``
-    (allreduce rows below ``min_bytes`` are left out)."""
+    """``count``, ``mean_abs_pct``, ``median_abs_pct``, ``max_abs_pct``, ``within_10pct`` (and the row with
+    the largest error) over ``rows`` (allreduce rows below ``min_bytes`` are left out)."""
     sel = [r for r in rows if r.get("bytes", min_bytes) >= min_bytes and math.isfinite(r["error_pct"])]
     if not sel:
-        return {"count": 0, "mean_abs_pct": None, "max_abs_pct": None, "worst": None}
+        return {"count": 0, "mean_abs_pct": None, "median_abs_pct": None, "max_abs_pct": None, "within_10pct": 0,
+                "worst": None}
     worst = max(sel, key=lambda r: abs(r["error_pct"]))
-    return {"count": len(sel), "mean_abs_pct": statistics.fmean(abs(r["error_pct"]) for r in sel),
-            "max_abs_pct": abs(worst["error_pct"]), "worst": dict(worst)}
+    ape = [abs(r["error_pct"]) for r in sel]
+    return {"count": len(sel), "mean_abs_pct": statistics.fmean(ape), "median_abs_pct": statistics.median(ape),
+            "max_abs_pct": abs(worst["error_pct"]), "within_10pct": sum(a <= 10.0 for a in ape),
+            "worst": dict(worst)}

@@ -6,6 +6,10 @@ For a component with predicted value ``p`` and measured value ``m`` (seconds per
 (mean of the signed errors). Components whose measured value is below a floor (communication of a
 one-rank run, a refresh-free optimizer step of microseconds) are not scored: a percentage of nothing is
 not information.
+
+Waiting for the slowest rank: the executor's ranks wait for their partners inside the collective, so the
+measured communication (total and exposed) contains that wait; the models book it as ``sync_wait_s``. The
+predicted communication compared here is therefore the model's communication plus its ``sync_wait_s``.
 """
 from __future__ import annotations
 
@@ -35,8 +39,11 @@ def _value(rec: Mapping[str, Any], key: str) -> float:
 def component_errors(predicted: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Per component: predicted and measured seconds and the signed error in percent (None when not scored)."""
     out = {}
+    wait = float(predicted.get("breakdown", {}).get("sync_wait_s") or 0.0)
     for name, key in COMPONENTS.items():
         p, m = _value(predicted, key), _value(measured, key)
+        if name in ("comm_total", "comm_exposed"):
+            p += wait
         scored = m >= FLOOR_S or name == "iteration"
         out[name] = {"predicted_s": p, "measured_s": m,
                      "error_pct": 100.0 * (p - m) / m if scored and m > 0 else None}

@@ -506,3 +506,56 @@ def png_published(published: Mapping[str, Any]) -> bytes | None:
             fig.suptitle(f"Published results: median |error| {med:.1f} %, max {mx:.1f} % "
                          f"over {published.get('count', '?')} validation rows", fontsize=10)
         return _png(plt, fig)
+
+
+# --------------------------------------------------------------------------------------- emulated cluster
+_ALG_MARKERS = {"ring": "o", "recursive_doubling": "s", "halving_doubling": "D", "hierarchical": "v", "mpi": "^"}
+
+
+def png_emulated(doc: Mapping[str, Any]) -> bytes | None:
+    """Two panels from ``benchmarks/bench_emulated.py --out``: allreduce (>= 1 MiB; marker per algorithm,
+    colour per link rate) and training iterations, predicted against measured (ms, log-log), y = x, +-10 %."""
+    ar, it = [], []
+    for e in doc.get("results", []):
+        rate = float((e.get("network") or {}).get("link_gbps") or 0.0)
+        sat = bool(e.get("saturated"))
+        ar += [(r, rate, sat) for r in e.get("allreduce") or [] if r.get("bytes", 0) >= (1 << 20)]
+        it += [(r, rate, sat) for r in e.get("iterations") or []]
+    if not ar and not it:
+        return None
+    plt = _pyplot()
+    rates = sorted({rate for _, rate, _ in ar + it})
+    cmap = plt.get_cmap("viridis")
+    color = {r: cmap(0.15 + 0.7 * i / max(1, len(rates) - 1)) for i, r in enumerate(rates)}
+    with plt.rc_context(_STYLE):
+        _, fig = _figure(4.6)
+        axes = fig.subplots(1, 2)
+        for ax, rows, title in ((axes[0], ar, "allreduce, 1 MiB and above"), (axes[1], it, "training iterations")):
+            if not rows:
+                ax.set_axis_off()
+                continue
+            meas = np.array([1e3 * r["measured_s"] for r, _, _ in rows])
+            pred = np.array([1e3 * r["predicted_s"] for r, _, _ in rows])
+            lo, hi = float(min(meas.min(), pred.min())) / 1.3, float(max(meas.max(), pred.max())) * 1.3
+            line = np.geomspace(lo, hi, 100)
+            ax.fill_between(line, 0.9 * line, 1.1 * line, color="#999999", alpha=0.18, lw=0)
+            ax.plot(line, line, color="#555555", lw=1.0)
+            for (r, rate, sat), m, p in zip(rows, meas, pred):
+                mk = _ALG_MARKERS.get(r.get("algorithm", ""), "o")
+                c = color[rate]
+                ax.scatter([m], [p], marker=mk, s=30, facecolor="none" if sat else c, edgecolor=c, lw=1.0, zorder=3)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_xlabel("measured (ms)")
+            ax.set_ylabel("predicted (ms)")
+            ax.set_title(f"{title} ({len(rows)})")
+        from matplotlib.lines import Line2D
+        handles = [Line2D([], [], marker="o", ls="", color=color[r], label=f"{r:g} Gbit/s") for r in rates]
+        algs = sorted({r.get("algorithm") for r, _, _ in ar if r.get("algorithm") in _ALG_MARKERS})
+        handles += [Line2D([], [], marker=_ALG_MARKERS[a], ls="", mfc="none", color="#333333", label=a.replace("_", " "))
+                    for a in algs]
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        return _png(plt, fig)

@@ -178,6 +178,19 @@ def _headline(results, summary) -> Section:
          ["bias, mean signed error (%)", _pct(bias, True), _pct(sim.get("bias"), True)],
          ["within ±10 % (configurations)", a10, s10],
          ["within the measurement noise (configurations)", anoise, snoise]]))
+    raw = summary.get("raw_components", {}).get("iteration") or {}
+    sf = summary.get("speed_factor")
+    if raw.get("mape") is not None:
+        s.blocks.append(("note",
+                         "**Host speed:** this machine's speed drifts by tens of percent within seconds (other "
+                         "virtual machines share its cores and memory). Every run times a fixed reference "
+                         "workload after each iteration, as the calibration did beside its measurements "
+                         "(`executor.speed_probe`), and the errors above compare the prediction scaled by "
+                         "*speed factor* = probe during the run / probe during the calibration"
+                         + (f" (here {sf['min']:.2f} to {sf['max']:.2f}, median {sf['median']:.2f})" if sf else "")
+                         + f". Without that scaling (raw) the analytic model's MAPE is {_pct(raw['mape'])} %, "
+                         f"max {_pct(raw.get('max_ape'))} %, bias {_pct(raw.get('bias'), True)} %: the difference "
+                         "is the host's drift between calibration and run, not the model."))
     if rep is not None:
         rep_txt = f"the run-to-run spread of repeated runs is {_pct(rep, digits=2)} % (median half-range)"
     else:
@@ -380,6 +393,49 @@ def _published_section(pub: Mapping[str, Any] | None) -> Section:
     return s
 
 
+def _emulated_section(doc: Mapping[str, Any]) -> Section:
+    """Predicted against measured on the emulated cluster (``benchmarks/bench_emulated.py --out FILE``)."""
+    s = Section("emulated", "Emulated cluster: shaped links between network namespaces")
+    summ = doc.get("summary") or {}
+    s.blocks.append("Ranks in separate network namespaces (`perfmodel cluster up`), MPICH over TCP through "
+                    "links with a set rate and one-way delay (a single switch, or a two-level tree with an "
+                    "oversubscribed uplink). Measured: the executor's allreduce benchmark per algorithm and "
+                    "size, and training iterations; predicted: the `emulated` system spec that `cluster up` "
+                    "wrote from its link calibration.")
+    rows = []
+    for label, key in (("allreduce >= 1 MiB", "allreduce_1MiB_and_above"),
+                       ("allreduce >= 1 MiB, networks this machine cannot drive (excluded above)",
+                        "saturated_allreduce_1MiB_and_above"),
+                       ("training iterations", "iterations")):
+        a = summ.get(key) or {}
+        if a.get("count"):
+            within = a.get("within_10pct")
+            rows.append([label, str(a["count"]), _pct(a.get("mean_abs_pct")), _pct(a.get("median_abs_pct")),
+                         _pct(a.get("max_abs_pct")), f"{within} of {a['count']}" if within is not None else DASH])
+    if rows:
+        s.blocks.append(Table(["comparison", "points", "mean |error| (%)", "median |error| (%)", "max |error| (%)",
+                               "within ±10 %"], rows))
+    nets = []
+    for e in doc.get("results", []):
+        al = e.get("allreduce") or []
+        big = [abs(r["error_pct"]) for r in al if r.get("bytes", 0) >= (1 << 20)]
+        its = [abs(r["error_pct"]) for r in e.get("iterations") or []]
+        ml = e.get("measured_link") or {}
+        nets.append([e.get("description", "?"),
+                     f"{ml['rate_Bps'] * 8 / 1e9:.2f} Gbit/s, {ml['latency_s'] * 1e6:.0f} us" if ml.get("rate_Bps") else DASH,
+                     _pct(sum(big) / len(big)) if big else DASH, _pct(max(big)) if big else DASH,
+                     _pct(sum(its) / len(its)) if its else DASH,
+                     "error: " + e["error"] if e.get("error") else ("saturated" if e.get("saturated") else "")])
+    if nets:
+        s.blocks.append(Table(["network", "link calibration", "allreduce mean |err| (%)", "allreduce max |err| (%)",
+                               "iteration mean |err| (%)", "note"], nets, align="llrrrl", css="compact"))
+    s.blocks.append(Figure("emulated", "Emulated cluster: predicted against measured",
+                           "Left: allreduce time per algorithm and size (1 MiB and above); right: training "
+                           "iterations. The line is y = x, the band ±10 %; hollow markers: networks this machine "
+                           "cannot drive at the configured rate."))
+    return s
+
+
 def _config_section(results) -> Section:
     s = Section("configurations", "8. Every configuration")
     rows = []
@@ -445,8 +501,10 @@ def build_sections(results: Sequence[Mapping[str, Any]], summary: Mapping[str, A
     """The report's sections (headline first), independent of the output format."""
     secs = [_headline(results, summary), _scatter(results), _component_section(results, summary),
             _scaling_section(results), _distribution_section(results),
-            _tta_section(summary.get("time_to_accuracy")), _published_section(summary.get("published")),
-            _config_section(results)]
+            _tta_section(summary.get("time_to_accuracy")), _published_section(summary.get("published"))]
+    if summary.get("emulated"):
+        secs.append(_emulated_section(summary["emulated"]))
+    secs.append(_config_section(results))
     setup = _setup_section(results)
     return secs + ([setup] if setup else [])
 
@@ -463,6 +521,8 @@ def build_figures(results: Sequence[Mapping[str, Any]], summary: Mapping[str, An
         makers["time_to_accuracy"] = lambda: P.png_time_to_accuracy(summary["time_to_accuracy"])
     if summary.get("published"):
         makers["published"] = lambda: P.png_published(summary["published"])
+    if summary.get("emulated"):
+        makers["emulated"] = lambda: P.png_emulated(summary["emulated"])
     out = {}
     for name, make in makers.items():
         png = make()

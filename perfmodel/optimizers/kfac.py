@@ -263,7 +263,10 @@ class KFACModel(OptimizerModel):
     (int >= 1 or None), ``factor_dtype_bytes`` (2 or 4, 4), ``inverse`` (``"cholesky"`` or ``"eig"``),
     ``inversion_efficiency`` (in (0, 1], 0.5), ``factor_peak_flops`` (FLOP/s > 0 or None = device peak;
     e.g. the fp16 tensor-core peak when ``factor_dtype_bytes = 2``), ``grad_allgather`` (bool, True),
-    ``launch_overhead_s`` (float >= 0, 0).
+    ``launch_overhead_s`` (float >= 0, 0), and three EMPIRICAL multipliers of the per-refresh terms,
+    ``factor_scale``, ``exchange_scale`` and ``inversion_scale`` (float > 0, 1): the predictor sets them on a
+    system whose calibration measured the executor's K-FAC (measured over modelled on a reference
+    configuration, :func:`perfmodel.predict.kfac_scales`); 1 everywhere else.
     """
 
     name = "kfac"
@@ -278,6 +281,9 @@ class KFACModel(OptimizerModel):
         "inversion_efficiency": 0.5,
         "factor_peak_flops": None,
         "grad_allgather": True,
+        "factor_scale": 1.0,
+        "exchange_scale": 1.0,
+        "inversion_scale": 1.0,
     })
 
     def check_option(self, key: str, value: Any, source: str) -> Any:
@@ -295,6 +301,8 @@ class KFACModel(OptimizerModel):
             return None if value is None else check_float(source, key, value, minimum=0.0, inclusive_min=False)
         if key == "grad_allgather":
             return check_bool(source, key, value)
+        if key in ("factor_scale", "exchange_scale", "inversion_scale"):
+            return check_float(source, key, value, minimum=0.0, inclusive_min=False, maximum=1e4)
         if key == "refresh_schedule":
             return self._check_schedule(value, source)
         return super().check_option(key, value, source)
@@ -373,15 +381,16 @@ class KFACModel(OptimizerModel):
             acts = n * c * h * w
             bn_fisher_s += ctx.kernel_s(BN_FISHER_FLOPS_PER_ACTIVATION * acts + 2 * l.params,
                                         2 * acts * fb + l.param_bytes)
-        factor_compute_s_refresh = factor_s + bn_fisher_s
+        factor_compute_s_refresh = (factor_s + bn_fisher_s) * options["factor_scale"]
 
         factor_comm_bytes = tri_elems * fb + bn_elems * fb
-        reduce_scatter_s_refresh = ctx.collective_s("reduce_scatter", factor_comm_bytes)
+        reduce_scatter_s_refresh = ctx.collective_s("reduce_scatter", factor_comm_bytes) * options["exchange_scale"]
 
         # --- per refresh, owners: inversion ---------------------------------------------------------------
         inv_flops = [inv_c * (d.d_a ** 3 + d.d_g ** 3) for _, d in kf]
         inv_times = [f / inv_rate + 2 * lo for f in inv_flops]
         owners, ranks_used, inversion_s_refresh = balanced_partition(inv_times, ctx.ranks)
+        inversion_s_refresh *= options["inversion_scale"]
         inv_flops_rank = [0.0] * max(ranks_used, 1)
         prec_s_rank = [0.0] * max(ranks_used, 1)
         inv_bytes_rank = [0.0] * max(ranks_used, 1)
@@ -443,6 +452,9 @@ class KFACModel(OptimizerModel):
             "factor_bytes": factor_state_bytes,
             "bn_fisher_bytes": float(bn_bytes),
             "inverse_bytes_max_rank": max(inv_bytes_rank),
+            "factor_scale": float(options["factor_scale"]),
+            "exchange_scale": float(options["exchange_scale"]),
+            "inversion_scale": float(options["inversion_scale"]),
         }
         return OptimizerCost(optimizer=self.name, update_s=upd.time_s, extra_compute_s=extra_compute_s,
                              extra_comm_s=extra_comm_s, inversion_s=inversion_s, memory_bytes=memory,

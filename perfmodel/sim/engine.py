@@ -117,9 +117,6 @@ class EngineModel:
     system: SystemSpec
     nodes: int
     ranks_per_node: int
-    #: independent compute-factor draws per iteration (None: one per rank). A calibrated device shared by
-    #: several ranks gets one draw for all of them: its calibrated compute is already their maximum.
-    jitter_units: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,11 +210,7 @@ def run_engine(model: EngineModel, iterations: int, variability: Variability, rn
         net = FlowNetwork(env, link_table(model.system, model.nodes), background_Bps)
     slots = simpy.Resource(env, capacity=max(1, int(max_inflight_buckets)))
     E = len(model.eval_after) + 1
-    units = model.ranks if model.jitter_units is None else max(1, min(int(model.jitter_units), model.ranks))
-    M, X, Me, Xe, mean_x, representation = _draw_factors(variability, rng, units, K, E)
-    if units < model.ranks and representation == "explicit":  # ranks of one device share its draw
-        X = np.repeat(X, -(-model.ranks // units), axis=1)[:, :model.ranks]
-        Xe = np.repeat(Xe, -(-model.ranks // units), axis=1)[:, :model.ranks]
+    M, X, Me, Xe, mean_x, representation = _draw_factors(variability, rng, model.ranks, K, E)
     rec = _Recorder(K, nb)
     steps = model.accumulation_steps
     F = float(model.fwd_layer_s.sum())
