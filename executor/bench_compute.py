@@ -35,8 +35,9 @@ Method
   and LARS (:mod:`executor.optim`), each repetition after a fresh backward (untimed), per model.
 - Loop (``loop``): the executor's per-step work outside forward, backward and the optimizer: fetching a
   synthetic batch (:class:`executor.data.SyntheticData`) and setting the learning rate.
-- Speed probe (``speed_probe``): the host speed probe of :mod:`executor.speed_probe`, one sample per round
-  of the whole-model measurements (maximum over ranks): the reference that a later run's probe is compared with.
+- Speed probe (``probe_s`` of every whole-model row): the host speed probe of :mod:`executor.speed_probe`,
+  one sample after every timed step (maximum over ranks), as the executor takes it after every iteration:
+  the reference that a later run's probe is compared with.
 - K-FAC (``kfac``, with ``--kfac MODEL:BATCH``): the executor's distributed K-FAC with every rank of the job,
   its factor computation, factor exchange and inversion per refresh (:func:`kfac_times`).
 - Bucketer (``bucketer``): forward + backward + ``finish()`` with the executor's
@@ -231,13 +232,15 @@ def model_times(name: str, batches: Sequence[int], repeats: int = 7, warmup: int
 
 
 def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: int = 2, sync: Sync | None = None,
-                 tick: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
+                 tick: Callable[[], Any] | None = None, probe: Any = None) -> list[dict[str, Any]]:
     """Whole-model forward (with the loss) and backward seconds of every (model, per-rank batch) of ``plan``.
 
     The measurements are interleaved: round ``i`` takes repetition ``i`` of every (model, batch), so that a
     burst of other work on the host spoils one repetition of several entries rather than every repetition
     of one (and slow drifts of the host's speed affect every entry alike). ``tick()`` runs at the start of
-    every round (e.g. a GEMM sample, so that the peak is sampled across the same period).
+    every round (e.g. a GEMM sample, so that the peak is sampled across the same period). With ``probe`` (an
+    :class:`executor.speed_probe.SpeedProbe`), one probe sample follows every timed step, as in the executor's
+    loop (the probe's time depends on what ran just before it), and each row gets ``probe_s``.
     """
     import torch.nn.functional as F
 
@@ -250,6 +253,7 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
             entries.append((key, model, x[:b].contiguous(), y[:b].contiguous(), b))
     fwd: list[list[float]] = [[] for _ in entries]
     bwd: list[list[float]] = [[] for _ in entries]
+    prb: list[list[float]] = [[] for _ in entries]
 
     def step(e) -> tuple[float, float]:
         _, model, xb, yb, _ = e
@@ -272,6 +276,8 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
             f, w = step(e)
             fwd[i].append(f)
             bwd[i].append(w)
+            if probe is not None:
+                prb[i].append(probe.sample())
     rows = []
     for i, (key, _, _, _, b) in enumerate(entries):
         both = sync.max(fwd[i] + bwd[i])
@@ -279,6 +285,8 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
         st = [f + w for f, w in zip(fb, bb)]
         rows.append({"model": key, "batch": b, "forward_s": typical(fb), "backward_s": typical(bb),
                      "step_s": typical(st), "spread_step_s": spread(st)})
+        if probe is not None:
+            rows[-1]["probe_s"] = typical(sync.max(prb[i]))
     return rows
 
 
@@ -523,18 +531,11 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
     ga, gb = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
     gc = torch.empty(gemm_n, gemm_n)
 
-    from executor.speed_probe import SpeedProbe
-
-    probe = SpeedProbe()
-    probe_times: list[float] = []
-
-    def gemm_sample() -> None:  # per round of the model measurements: one timed GEMM and one speed-probe
-        sync.barrier()          # sample (each the maximum over ranks, as the model times)
+    def gemm_sample() -> None:  # one timed GEMM (max over ranks) per round of the model measurements
+        sync.barrier()
         t0 = time.perf_counter()
         torch.mm(ga, gb, out=gc)
         gemm_times.append(sync.max([time.perf_counter() - t0])[0])
-        sync.barrier()
-        probe_times.append(sync.max([probe.sample()])[0])
 
     gemm_times += _timed(lambda: torch.mm(ga, gb, out=gc), repeats, 2, sync)
     doc["gemm_fp64"] = gemm_flops(max(256, gemm_n // 2), "float64", repeats, sync=sync)
@@ -549,10 +550,13 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         doc["loop"] = loop_overhead(models[0], repeats=repeats, sync=sync)
         plan = {m: list((model_batches or {}).get(m, batches)) for m in models}
         say(f"whole models, interleaved: {plan}")
-        doc["models"] = models_times(plan, repeats, sync=sync, tick=gemm_sample)
-        doc["speed_probe"] = {**probe.describe(), "typical_s": typical(probe_times),
-                              "median_s": float(np.median(probe_times)), "spread_s": spread(probe_times),
-                              "note": "one sample per round of the whole-model measurements, maximum over ranks"}
+        from executor.speed_probe import SpeedProbe
+
+        probe = SpeedProbe()
+        doc["models"] = models_times(plan, repeats, sync=sync, tick=gemm_sample, probe=probe)
+        doc["speed_probe"] = {**probe.describe(),
+                              "note": "one sample after every timed whole-model step (maximum over ranks); "
+                                      "typical per (model, batch) in models[].probe_s"}
     gemm_times += _timed(lambda: torch.mm(ga, gb, out=gc), repeats, 0, sync)
     doc["gemm"] = gemm_summary(gemm_n, "float32", gemm_times)
     doc["gemm"]["note"] = "sampled before, during (one per round) and after the model measurements"

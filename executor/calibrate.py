@@ -599,8 +599,6 @@ def merge_compute_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     kf = [d["kfac"] for d in docs if "kfac" in d]
     if kf:
         out["kfac"] = min(kf, key=lambda r: r["factor_s"])
-    if all("speed_probe" in d for d in docs):  # the fastest round's, as for the work measured beside it
-        out["speed_probe"] = min((d["speed_probe"] for d in docs), key=lambda r: r["typical_s"])
 
     def best(key: str, ident: Callable[[Mapping[str, Any]], tuple], value: str) -> list[dict[str, Any]]:
         chosen: dict[tuple, Mapping[str, Any]] = {}
@@ -712,7 +710,16 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
 
     step_s = float(base.get("loop", {}).get("step_s", 0.0))
     jitter = compute_jitter(points)
-    probe = {k: float(doc["speed_probe"]["typical_s"]) for k, doc in merged.items() if "speed_probe" in doc}
+    # host speed probe references: per rank count, the median over the chosen rows (each row's probe travels
+    # with its round), and per model
+    probe: dict[int, float] = {}
+    probe_model: dict[int, dict[str, float]] = {}
+    for k, doc in merged.items():
+        rows = [r for r in doc["models"] if r.get("probe_s")]
+        if rows:
+            probe[k] = float(np.median([r["probe_s"] for r in rows]))
+            probe_model[k] = {m: float(np.median([r["probe_s"] for r in rows if r["model"] == m]))
+                              for m in sorted({r["model"] for r in rows})}
     kfac = {k: {f: doc["kfac"][f] for f in ("model", "batch", "factor_s", "reduce_scatter_s", "inversion_s", "step_s")}
             for k, doc in merged.items() if "kfac" in doc}
     return {
@@ -728,6 +735,7 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
         "compute_fit": {k: cfit[k] for k in ("rms_rel_err", "max_abs_rel_err", "generic_rms_rel_err",
                                              "generic_max_abs_rel_err", "points")},
         "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "speed_probe_s": probe,
+        "speed_probe_model_s": probe_model,
         "kfac": kfac,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"], "optimizer_fit": kfit, "bucketer_fit": bfit},
@@ -927,8 +935,14 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
                                                           for k, v in report["speed_probe_s"].items()]
         for k in report["speed_probe_s"]:
             src[f"calibration.speed_probe_ms.ranks_{int(k)}"] = (
-                f"{when}: host speed probe (executor.speed_probe) per rank with {int(k)} rank(s) sharing the CPU, "
-                "typical of one sample per round of the whole-model measurements, fastest round")
+                f"{when}: host speed probe (executor.speed_probe) with {int(k)} rank(s) sharing the CPU, sampled "
+                "after every timed whole-model step: median over the measured (model, batch) rows")
+    for k, by_model in (report.get("speed_probe_model_s") or {}).items():
+        key = f"calibration.speed_probe_model_ms.ranks_{int(k)}"
+        lines += ["", f"[{key}]"] + [f"{m} = {_f(v * 1e3)}" for m, v in by_model.items()]
+        for m in by_model:
+            src[f"{key}.{m}"] = (f"{when}: host speed probe sampled after the timed steps of {m} with {int(k)} "
+                                 "rank(s) sharing the CPU: median over its batches")
     lines += ["", "[calibration.overheads]", f"step_us = {_f(ov['step_s'] * 1e6)}",
               f"bucketer_us = {_f(ov['bucketer_s'] * 1e6)}", f"grad_hook_us = {_f(ov['grad_hook_s'] * 1e6)}",
               f"kernel_launch_us = {_f(ov['kernel_launch_s'] * 1e6)}"]

@@ -12,6 +12,11 @@ at the calling rank's thread count. ``speed factor = probe time during the run /
 calibration`` (same number of ranks sharing the host); :mod:`validation.loop` reports errors both raw and
 with the prediction multiplied by that factor.
 
+Context: the probe's own time depends on what ran just before it (a step of AlexNet leaves colder caches
+than one of ResNet-20: about 6.3 against 5.0 ms here), so the calibration samples it after every timed
+whole-model step, exactly where the executor samples it (after every iteration), and keeps a reference per
+model (``[calibration.speed_probe_model_ms]``).
+
 Assumption: the host's slowdown affects the probe and the workload by the same factor. Measured over 60 s
 windows of 40 iterations, the ResNet-20 step over the probe varies with a standard deviation of about 5%
 where the step alone varies by about 8-12%: the probe removes most, not all, of the drift.

@@ -212,6 +212,8 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                              "inversion_ms": Leaf("float", ge=0, le=1e7)}),
                       key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "speed_probe_ms": MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
+        "speed_probe_model_ms": MapOf(MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^[A-Za-z0-9_.-]+$"),
+                                      key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "overheads": Table({"step_us": Leaf("float", ge=0, le=1e7), "bucketer_us": Leaf("float", ge=0, le=1e7),
                             "grad_hook_us": Leaf("float", ge=0, le=1e6),
                             "kernel_launch_us": Leaf("float", ge=0, le=1e6)}, required=False),
@@ -649,6 +651,8 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                                       kernel_launch_s=to_si("kernel_launch_us", ov.get("kernel_launch_us", 0.0)))
     jitter = {int(k.split("_")[1]): float(v) for k, v in cal.get("jitter", {}).items()}
     probe = {int(k.split("_")[1]): float(v) * 1e-3 for k, v in cal.get("speed_probe_ms", {}).items()}
+    probe_model = {int(k.split("_")[1]): FrozenMap({m: float(x) * 1e-3 for m, x in v.items()})
+                   for k, v in cal.get("speed_probe_model_ms", {}).items()}
     kfac = {int(k.split("_")[1]): KfacMeasured(model=v["model"], per_rank_batch=int(v["per_rank_batch"]),
                                                factor_s=v["factor_ms"] * 1e-3, exchange_s=v["exchange_ms"] * 1e-3,
                                                inversion_s=v["inversion_ms"] * 1e-3)
@@ -656,6 +660,7 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
     return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
                        jitter_cv=FrozenMap(dict(sorted(jitter.items()))),
                        speed_probe_s=FrozenMap(dict(sorted(probe.items()))),
+                       speed_probe_model_s=FrozenMap(dict(sorted(probe_model.items()))),
                        kfac=FrozenMap(dict(sorted(kfac.items()))), notes=cal.get("notes", ""))
 
 

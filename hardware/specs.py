@@ -495,6 +495,9 @@ class Calibration:
     speed_probe_s : Mapping[int, float]
         Ranks sharing the device -> seconds of the host speed probe (:mod:`executor.speed_probe`) per rank
         while the compute calibration ran: the reference of the speed factor of a later run.
+    speed_probe_model_s : Mapping[int, Mapping[str, float]]
+        The same per workload: the probe sampled after that model's steps (its time depends on what ran
+        just before it); :meth:`speed_probe_for` prefers it.
     kfac : Mapping[int, KfacMeasured]
         Ranks -> the executor's K-FAC measured at that rank count.
     notes : str
@@ -507,8 +510,18 @@ class Calibration:
     overheads: ExecutorOverheads | None = None
     jitter_cv: Mapping[int, float] = FrozenMap()
     speed_probe_s: Mapping[int, float] = FrozenMap()
+    speed_probe_model_s: Mapping[int, Mapping[str, float]] = FrozenMap()
     kfac: Mapping[int, KfacMeasured] = FrozenMap()
     notes: str = ""
+
+    def speed_probe_for(self, ranks: int, model: str | None = None) -> float | None:
+        """Reference probe seconds at ``ranks`` ranks sharing the device, after ``model`` when measured
+        (None when the calibration has no probe at that rank count)."""
+        by_model = self.speed_probe_model_s.get(ranks) or {}
+        if model is not None and model in by_model:
+            return float(by_model[model])
+        ref = self.speed_probe_s.get(ranks)
+        return None if ref is None else float(ref)
 
     def jitter_for(self, ranks_sharing: float) -> float:
         """Calibrated compute jitter (CV) with ``ranks_sharing`` ranks per device: the measured value of the

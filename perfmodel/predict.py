@@ -226,7 +226,7 @@ def kfac_scales(system: SystemSpec, ranks: int, precision: str = "fp32",
     factor = d["factor_compute_s_per_refresh"] + d["bn_fisher_s_per_refresh"]
     if factor > 0 and ref.factor_s > 0:
         out["factor_scale"] = ref.factor_s / factor
-    if k > 1 and d["reduce_scatter_s_per_refresh"] > 0 and ref.exchange_s > 0:
+    if k > 1 and d["reduce_scatter_s_per_refresh"] > 0 and ref.exchange_s > 0:   # unscaled: no scale options
         out["exchange_scale"] = ref.exchange_s / d["reduce_scatter_s_per_refresh"]
     if d["inversion_s_per_refresh"] > 0 and ref.inversion_s > 0:
         out["inversion_scale"] = ref.inversion_s / d["inversion_s_per_refresh"]

@@ -194,6 +194,10 @@ def fake_report(mpi_ranks=(2, 4)) -> dict:
         "compute_fit": {"rms_rel_err": 0.05, "max_abs_rel_err": 0.1, "generic_rms_rel_err": 0.08,
                         "generic_max_abs_rel_err": 0.2, "points": [{"model": "resnet20"}, {"model": "tiny"}]},
         "allreduce_fit": afit,
+        "speed_probe_s": {1: 5e-3, 2: 6.5e-3},
+        "speed_probe_model_s": {1: {"resnet20": 4.5e-3, "alexnet": 6e-3}},
+        "kfac": {2: {"model": "resnet20", "batch": 16, "factor_s": 0.2, "reduce_scatter_s": 0.03,
+                     "inversion_s": 0.015, "step_s": 0.005}},
         "overheads": {"step_s": 5e-6, "bucketer_s": 100e-6, "grad_hook_s": 10e-6, "kernel_launch_s": 8e-6,
                       "optimizer_fit": {"rows": [{"optimizer": "sgd", "model": "tiny"}]},
                       "bucketer_fit": {"rows": [{"model": "tiny"}]}},
@@ -308,6 +312,8 @@ def test_spec_names_match_the_registries():
     (("alpha_us = 20.0", "alpha_us = -20.0"), "calibration.allreduce.ring.alpha_us"),      # negative
     (('host = "testhost"\n', ""), "calibration.host"),                                       # missing
     (('"calibration.overheads.grad_hook_us" = ', '"x.grad_hook_us" = '), None),              # source missing
+    (("ranks_2 = 6.5", "ranks_2 = -6.5"), "calibration.speed_probe_ms.ranks_2"),            # probe must be > 0
+    (("factor_ms = 200.0", "factor_msec = 200.0"), "calibration.kfac.ranks_2.factor_msec"),  # unknown key
 ])
 def test_malformed_calibration_is_one_line_spec_error(spec, capsys, edit, field):
     text = spec.read_text()
@@ -430,3 +436,46 @@ def test_simulation_equals_prediction_on_a_calibrated_spec(spec, optimizer):
     assert p.breakdown["overhead_s"] > 0
     assert s.iteration_s == pytest.approx(p.iteration_s, rel=1e-9)
     assert s.to_dict()["breakdown"]["overhead_s"] == pytest.approx(p.breakdown["overhead_s"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# host speed probe and K-FAC calibration
+# ----------------------------------------------------------------------------------------------------------
+def test_spec_carries_the_speed_probe_and_the_kfac_measurement(spec):
+    c = load_system(spec).calibration
+    assert dict(c.speed_probe_s) == pytest.approx({1: 5e-3, 2: 6.5e-3})
+    # the reference after the same model's steps where measured, else the rank count's median, else none
+    assert c.speed_probe_for(1, "resnet20") == pytest.approx(4.5e-3)
+    assert c.speed_probe_for(1, "alexnet") == pytest.approx(6e-3)
+    assert c.speed_probe_for(1, "resnet50") == pytest.approx(5e-3) == c.speed_probe_for(1)
+    assert c.speed_probe_for(2, "resnet20") == pytest.approx(6.5e-3) and c.speed_probe_for(4) is None
+    k = c.kfac[2]
+    assert (k.model, k.per_rank_batch) == ("resnet20", 16)
+    assert (k.factor_s, k.exchange_s, k.inversion_s) == pytest.approx((0.2, 0.03, 0.015))
+    assert load_system("dgx1-v100").calibration is None
+
+
+def test_kfac_prediction_at_the_reference_reproduces_the_measurement(spec):
+    """Known answer: at the calibration's own reference (ResNet-20, 16 per rank, 2 ranks) the scaled model's
+    per-refresh terms are the measured ones; elsewhere they scale by the same factors."""
+    from perfmodel.config import load_config
+    from perfmodel.predict import kfac_scales, predict
+
+    s = load_system(spec)
+    sc = kfac_scales(s, 2)
+    assert set(sc) == {"factor_scale", "exchange_scale", "inversion_scale"} and all(v > 0 for v in sc.values())
+
+    def details(batch, ranks, **opts):
+        cfg = load_config(model="resnet20", batch=batch, optimizer="kfac", epochs=1, system=str(spec), nodes=1,
+                          ranks_per_node=ranks, optimizer_options={"refresh_interval": 5, **opts})
+        return predict(cfg).to_dict()["details"]["optimizer"]
+
+    d = details(32, 2)
+    assert d["factor_compute_s_per_refresh"] + d["bn_fisher_s_per_refresh"] == pytest.approx(0.2)
+    assert d["exchange_s_per_refresh"] == pytest.approx(0.03)
+    assert d["per_refresh_s"] == pytest.approx(0.2 + 0.03 + 0.015)
+    assert d["inversion_s_per_refresh"] == pytest.approx(0.015)
+    # an explicit option wins over the calibration; one rank has no exchange to scale
+    assert details(32, 2, inversion_scale=1.0)["inversion_s_per_refresh"] == pytest.approx(0.015 / d["inversion_scale"])
+    # rank counts without a measurement: the closest measured one from below, else the smallest measured
+    assert kfac_scales(s, 4) == pytest.approx(sc) and kfac_scales(s, 1) == pytest.approx(sc)

@@ -93,6 +93,34 @@ def test_single_rank_without_mpiexec_and_torch_backend(tmp_path):
     assert [r["param_digest"] for r in gloo["records"][0]] == [r["param_digest"] for r in gloo["records"][1]]
 
 
+def test_speed_probe_is_recorded_outside_the_timed_iteration(tmp_path):
+    cfg = load_config(model="tiny", system="local", batch=8, optimizer="sgd")
+    m = launch(cfg, 2, iterations=3, warmup_iterations=1, out=str(tmp_path / "m.json"),
+               extra={"speed_probe": True, "check_params": True})
+    _check_measurement(m, 2, 3, 1)   # the parts still add up to the iteration: the probe is outside it
+    probes = [[rec["probe_s"] for rec in r] for r in m["records"]]
+    assert all(p > 0 for r in probes for p in r)
+    slowest = sorted(max(r[i] for r in probes) for i in range(1, 4))   # measured iterations only
+    assert m["speed_probe"]["median_s"] == pytest.approx(slowest[1])
+    assert m["speed_probe"]["model"] == "tiny" and "maximum over ranks" in m["speed_probe"]["statistic"]
+    assert len({tuple(rec["param_digest"] for rec in r) for r in m["records"]}) == 1   # training unaffected
+    plain = launch(cfg, 1, iterations=1, warmup_iterations=0, out=str(tmp_path / "p.json"))
+    assert "speed_probe" not in plain and "probe_s" not in plain["records"][0][0]
+
+
+def test_speed_probe_leaves_the_global_generator_alone():
+    import torch
+
+    from executor.speed_probe import SpeedProbe
+
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    probe = SpeedProbe()
+    assert torch.equal(torch.rand(3), expected)
+    assert 0 < probe.sample() < 5.0
+
+
 def test_trace_files_are_chrome_traces(tmp_path):
     cfg = load_config(model="tiny", system="local", batch=8, optimizer="sgd")
     launch(cfg, 2, iterations=2, warmup_iterations=0, out=str(tmp_path / "m.json"), trace_dir=str(tmp_path / "tr"))

@@ -127,7 +127,8 @@ def synthetic_published() -> dict[str, Any]:
 def report(tmp_path_factory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("report")
     results = synthetic_results()
-    summary = dict(summary_of(results), time_to_accuracy=synthetic_tta(), published=synthetic_published())
+    summary = dict(summary_of(results), time_to_accuracy=synthetic_tta(), published=synthetic_published(),
+                   emulated=synthetic_emulated())
     paths = write_report(out, results, summary, title="Test report")
     return {"out": out, "paths": paths, "results": results, "summary": summary,
             "md": Path(paths["markdown"]).read_text(encoding="utf-8"),
@@ -153,7 +154,7 @@ def test_both_files_written_atomically(report):
     leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
     for name in ("predicted_vs_measured", "component_errors", "scaling", "step_distributions", "time_to_accuracy",
-                 "published"):
+                 "published", "emulated"):
         png = (out / "plots" / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"](plots/{name}.png)" in report["md"]
@@ -268,7 +269,7 @@ def test_html_is_self_contained_and_parses(report):
     c.close()
     assert c.stack == []  # every element closed, in order
     assert c.tables >= 6
-    assert len(c.imgs) == 6
+    assert len(c.imgs) == 7   # six figures of the loop and the emulated cluster's
     for src in c.imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -335,3 +336,88 @@ def test_browser_screenshot_is_not_blank(report, tmp_path):
     assert float(rgb.std()) > 0.05  # text, tables and figures, not one flat colour
     dark = float((rgb.mean(axis=2) < 0.5).mean())
     assert 0.005 < dark < 0.5  # some ink, but not a black page
+
+
+# ==========================================================================================================
+# Emulated cluster and host-speed normalisation
+# ==========================================================================================================
+def synthetic_emulated() -> dict[str, Any]:
+    """Two networks shaped like benchmarks/bench_emulated.py --out: allreduce errors +5, -8, +12 (1 MiB and up)
+    and one 64 KiB row that is not scored; one iteration row at -4 %; the second network saturated."""
+    def ar(alg, nbytes, meas, pred):
+        return {"algorithm": alg, "bytes": nbytes, "ranks": 2, "measured_s": meas, "predicted_s": pred,
+                "error_pct": 100 * (pred - meas) / meas}
+    ok = {"network": {"hosts": 2, "link_gbps": 1.0, "latency_us": 100.0}, "description": "2 hosts, 1 Gbit/s",
+          "measured_link": {"latency_s": 1.1e-4, "rate_Bps": 0.94e9 / 8},
+          "allreduce": [ar("ring", 1 << 20, 0.020, 0.021), ar("halving_doubling", 4 << 20, 0.080, 0.0736),
+                        ar("ring", 64 << 10, 0.002, 0.004)],
+          "iterations": [{"model": "resnet20", "batch": 32, "measured_s": 0.25, "predicted_s": 0.24,
+                          "error_pct": -4.0}]}
+    sat = {"network": {"hosts": 4, "link_gbps": 5.0, "latency_us": 100.0}, "description": "4 hosts, 5 Gbit/s",
+           "saturated": True, "measured_link": {"latency_s": 1.0e-4, "rate_Bps": 3e9 / 8},
+           "allreduce": [ar("ring", 16 << 20, 0.050, 0.056)]}
+    from validation.emulated import error_summary
+    rows = [r for r in ok["allreduce"]]
+    return {"summary": {"allreduce_1MiB_and_above": error_summary(rows, min_bytes=1 << 20),
+                        "iterations": error_summary(ok["iterations"]),
+                        "saturated_allreduce_1MiB_and_above": error_summary(sat["allreduce"], min_bytes=1 << 20)},
+            "results": [ok, sat]}
+
+
+def test_emulated_section_and_figure(tmp_path):
+    results = synthetic_results()
+    emu = synthetic_emulated()
+    assert emu["summary"]["allreduce_1MiB_and_above"]["count"] == 2   # the 64 KiB row is not scored
+    assert emu["summary"]["allreduce_1MiB_and_above"]["max_abs_pct"] == pytest.approx(8.0)
+    assert emu["summary"]["allreduce_1MiB_and_above"]["within_10pct"] == 2
+    paths = write_report(tmp_path, results, dict(summary_of(results), emulated=emu))
+    md = Path(paths["markdown"]).read_text(encoding="utf-8")
+    sec = md.split("## 9. Emulated cluster")[1]
+    assert "| allreduce >= 1 MiB | 2 | 6.5 | 6.5 | 8.0 | 2 of 2 |" in sec
+    assert "| training iterations | 1 | 4.0 | 4.0 | 4.0 | 1 of 1 |" in sec
+    assert "0.94 Gbit/s, 110 us" in sec and "saturated" in sec
+    png = (tmp_path / "plots" / "emulated.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and "](plots/emulated.png)" in md
+    assert P.png_emulated({"results": [{"allreduce": [], "iterations": []}]}) is None
+
+
+def test_headline_gives_the_unscaled_errors_beside_the_speed_normalised_ones(tmp_path):
+    from validation.loop import scaled
+
+    results = synthetic_results()
+    for r, f in zip(results, (1.1, 1.2, 1.0, 1.3, 0.9, 1.25)):   # raw prediction = normalised / factor
+        r["speed_factor"] = f
+        r["prediction_raw"] = scaled(r["prediction"], 1 / f)
+        r["errors"]["analytic_raw"] = component_errors(r["prediction_raw"], r["measurement"])
+    s = summary_of(results)
+    raw = [100 * (r["prediction"]["iteration_s"] / f - r["measurement"]["iteration_s"]) / r["measurement"]["iteration_s"]
+           for r, f in zip(results, (1.1, 1.2, 1.0, 1.3, 0.9, 1.25))]
+    assert s["mape_iteration_raw"] == pytest.approx(np.mean(np.abs(raw)))
+    assert s["mape_iteration"] == pytest.approx(np.mean(np.abs(KNOWN_ERRORS)))      # the headline is unchanged
+    assert s["speed_factor"] == {"min": 0.9, "median": pytest.approx(1.15), "max": 1.3}
+    md = Path(write_report(tmp_path, results, s)["markdown"]).read_text(encoding="utf-8")
+    head = md.split("## 2.")[0]
+    assert "Host speed" in head and f"MAPE is {s['mape_iteration_raw']:.1f} %" in head and "0.90 to 1.30" in head
+
+
+def test_scaled_multiplies_every_time_and_nothing_else():
+    from validation.loop import scaled
+
+    pred = {"iteration_s": 0.1, "iteration_p99_s": 0.2, "iteration_samples_s": [0.1, 0.3], "jitter_cv": 0.05,
+            "breakdown": {"compute_s": 0.08, "sync_wait_s": 0.01, "note": "x"}}
+    out = scaled(pred, 1.5)
+    assert out["iteration_s"] == pytest.approx(0.15) and out["iteration_p99_s"] == pytest.approx(0.3)
+    assert out["iteration_samples_s"] == pytest.approx([0.15, 0.45]) and out["jitter_cv"] == 0.05
+    assert out["breakdown"] == {"compute_s": pytest.approx(0.12), "sync_wait_s": pytest.approx(0.015), "note": "x"}
+    assert scaled(pred, None) == pred and pred["iteration_s"] == 0.1   # no factor: unchanged; input untouched
+
+
+def test_predicted_communication_includes_the_wait_for_the_slowest_rank():
+    pred = {"iteration_s": 0.12, "breakdown": {"compute_s": 0.1, "comm_total_s": 0.004, "comm_exposed_s": 0.002,
+                                               "optimizer_s": 0.003, "sync_wait_s": 0.008}}
+    meas = {"iteration_s": 0.12, "breakdown": {"compute_s": 0.1, "comm_total_s": 0.012, "comm_exposed_s": 0.010,
+                                               "optimizer_s": 0.003}}
+    e = component_errors(pred, meas)
+    assert e["comm_total"]["predicted_s"] == pytest.approx(0.012) and e["comm_total"]["error_pct"] == pytest.approx(0)
+    assert e["comm_exposed"]["predicted_s"] == pytest.approx(0.010)
+    assert e["compute"]["predicted_s"] == pytest.approx(0.1)

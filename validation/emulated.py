@@ -191,6 +191,10 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         One row per batch: ``model``, ``batch``, ``ranks``, ``nodes``, ``algorithm``, ``measured_s`` (typical
         iteration: median over measured iterations of the slowest rank), ``measured_mean_s``,
         ``predicted_s``, ``error_pct``, and the measured and predicted ``compute_s`` and ``comm_exposed_s``.
+        With a host speed probe reference in the spec (copied from the calibrated base system), the runs
+        time the probe and ``predicted_s`` has its CPU work (compute, optimizer, overheads, straggler wait,
+        not the network) scaled by the speed factor, as in :mod:`validation.loop`; ``predicted_raw_s`` and
+        ``error_raw_pct`` are without it.
     """
     from executor.launch import launch
     from perfmodel.config import load_config
@@ -206,18 +210,26 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         pred = predict(cfg)
         with tempfile.TemporaryDirectory(prefix="ttt-emulated-run-") as tmp:   # launch removes its run folder
             m = launch(cfg, ranks, iterations=iterations, warmup_iterations=warmup_iterations, backend=backend,
-                       timeout_s=timeout_s, out=os.path.join(tmp, "measurement.json"))
+                       timeout_s=timeout_s, out=os.path.join(tmp, "measurement.json"), extra={"speed_probe": True})
+        from validation.loop import speed_factor
+
+        factor = speed_factor(system, rpn, (m.get("speed_probe") or {}).get("median_s"), model)
+        bd = pred.breakdown
+        cpu_s = sum(float(bd.get(k) or 0.0) for k in ("compute_s", "optimizer_s", "overhead_s", "sync_wait_s"))
+        predicted = float(pred.iteration_s) + ((factor - 1.0) * cpu_s if factor else 0.0)
         recs = m["records"]
         n = min(len(r) for r in recs)
         slowest = [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
         typical = statistics.median(slowest)
         if progress:
             progress(f"{model} batch {batch} on {ranks} ranks: measured {typical * 1e3:.1f} ms, predicted "
-                     f"{pred.iteration_s * 1e3:.1f} ms")
+                     f"{predicted * 1e3:.1f} ms")
         rows.append({"model": model, "batch": int(batch), "ranks": ranks, "nodes": nodes, "ranks_per_node": rpn,
                      "algorithm": algorithm, "backend": backend, "measured_s": typical,
-                     "measured_mean_s": float(m["iteration_s"]), "predicted_s": float(pred.iteration_s),
-                     "error_pct": _error_pct(float(pred.iteration_s), typical),
+                     "measured_mean_s": float(m["iteration_s"]), "predicted_s": predicted,
+                     "error_pct": _error_pct(predicted, typical), "speed_factor": factor,
+                     "predicted_raw_s": float(pred.iteration_s),
+                     "error_raw_pct": _error_pct(float(pred.iteration_s), typical),
                      "measured_compute_s": float(m["breakdown"]["compute_s"]),
                      "predicted_compute_s": float(pred.breakdown["compute_s"]),
                      "measured_comm_exposed_s": float(m["breakdown"]["comm_exposed_s"]),

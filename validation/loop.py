@@ -68,13 +68,13 @@ def _measure(point: Point, system: str, repeats: int, timeout_s: float) -> dict[
     }
 
 
-def speed_factor(system: str, ranks: int, probe_s: float | None) -> float | None:
-    """The run's host speed probe over the calibration's for ``ranks`` ranks sharing the host (None when
-    either is missing)."""
+def speed_factor(system: str, ranks: int, probe_s: float | None, model: str | None = None) -> float | None:
+    """The run's host speed probe over the calibration's for ``ranks`` ranks sharing the host, sampled after
+    the same ``model``'s steps where the calibration measured it (None when either is missing)."""
     from hardware.catalog import load_system
 
     cal = load_system(system).calibration
-    ref = cal.speed_probe_s.get(ranks) if cal is not None else None
+    ref = cal.speed_probe_for(ranks, model) if cal is not None else None
     return float(probe_s / ref) if probe_s and ref else None
 
 
@@ -108,7 +108,7 @@ def run_point(point: Point, *, system: str = "local", repeats: int = 1, timeout_
                      "iteration_p99_s": sd["iteration_p99_s"], "breakdown": sd["breakdown"],
                      "iteration_samples_s": [float(x) for x in sim.iteration_samples_s],
                      "jitter_cv": sd["simulation"]["variability"]["cv"]}
-    factor = speed_factor(system, point.ranks, meas.get("speed_probe_s"))
+    factor = speed_factor(system, point.ranks, meas.get("speed_probe_s"), point.model)
     analytic, simulated = scaled(analytic_raw, factor), scaled(simulated_raw, factor)
     return {
         "id": point.id, "point": {k: getattr(point, k) for k in point.__dataclass_fields__},

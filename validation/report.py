@@ -395,7 +395,7 @@ def _published_section(pub: Mapping[str, Any] | None) -> Section:
 
 def _emulated_section(doc: Mapping[str, Any]) -> Section:
     """Predicted against measured on the emulated cluster (``benchmarks/bench_emulated.py --out FILE``)."""
-    s = Section("emulated", "Emulated cluster: shaped links between network namespaces")
+    s = Section("emulated", "9. Emulated cluster: shaped links between network namespaces")
     summ = doc.get("summary") or {}
     s.blocks.append("Ranks in separate network namespaces (`perfmodel cluster up`), MPICH over TCP through "
                     "links with a set rate and one-way delay (a single switch, or a two-level tree with an "
@@ -501,10 +501,10 @@ def build_sections(results: Sequence[Mapping[str, Any]], summary: Mapping[str, A
     """The report's sections (headline first), independent of the output format."""
     secs = [_headline(results, summary), _scatter(results), _component_section(results, summary),
             _scaling_section(results), _distribution_section(results),
-            _tta_section(summary.get("time_to_accuracy")), _published_section(summary.get("published"))]
+            _tta_section(summary.get("time_to_accuracy")), _published_section(summary.get("published")),
+            _config_section(results)]
     if summary.get("emulated"):
         secs.append(_emulated_section(summary["emulated"]))
-    secs.append(_config_section(results))
     setup = _setup_section(results)
     return secs + ([setup] if setup else [])
 

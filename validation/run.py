@@ -12,6 +12,7 @@ Every step writes its results as files, so a second call with the same ``OUT`` o
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from executor.measurement import write_json_atomic
+from hardware.errors import ConfigError
 from validation.loop import load_points, run_matrix
 from validation.matrix import MATRICES
 
@@ -42,12 +44,33 @@ def _calibrate(out: Path, quick: bool, say: Callable[[str], None]) -> Path:
     return system_file
 
 
+def load_emulated(path: str | os.PathLike) -> dict[str, Any]:
+    """The results of ``benchmarks/bench_emulated.py --out FILE`` (``summary`` and ``results``); a file that is
+    not such a document is a :class:`ConfigError` naming it."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--emulated", "emulated", str(path), f"cannot read it as JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or not isinstance(doc.get("summary"), dict):
+        raise ConfigError("--emulated", "emulated", str(path),
+                          "not a bench_emulated result (expected 'summary' and 'results')")
+    return doc
+
+
 def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeats: int | None = None,
-                      say: Callable[[str], None] | None = None, published: bool = True) -> dict[str, Any]:
+                      say: Callable[[str], None] | None = None, published: bool = True,
+                      emulated: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run the closed loop into ``out_dir`` and return the summary (contract keys: ``configs``,
-    ``mape_iteration``, ``max_ape_iteration``, ``report``)."""
+    ``mape_iteration``, ``max_ape_iteration``, ``report``). ``emulated``: a ``bench_emulated`` result file
+    to include in the report (copied to ``out_dir/emulated.json``, which later runs reuse)."""
     out = Path(out_dir).expanduser().resolve()
+    emu = load_emulated(emulated) if emulated is not None else None  # bad file: fail before any work
     out.mkdir(parents=True, exist_ok=True)
+    if emu is not None:
+        write_json_atomic(out / "emulated.json", emu)
+    elif (out / "emulated.json").is_file():
+        emu = load_emulated(out / "emulated.json")
     say = say or (lambda msg: print(f"validate: {msg}", file=sys.stderr, flush=True))
     start = time.perf_counter()
     system = str(_calibrate(out, quick, say))
@@ -71,6 +94,8 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
 
         say("predictions against published results")
         summary["published"] = validate_published()
+    if emu is not None:
+        summary["emulated"] = emu
     wanted = {p.id for p in points}
     results = [r for r in load_points(out) if r["id"] in wanted]
     from validation.report import write_report

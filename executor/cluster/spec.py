@@ -22,7 +22,8 @@ What the spec says
   per-workload factors are those at ``k * H`` ranks. So predictions are right for runs that use every host
   (the executor's validation runs do); a run on fewer hosts gets more of the CPU than the spec says.
 - ``[calibration.overheads]``: the base system's executor overheads, when it has them (CPU costs of the
-  training loop, not of the network). The base's measured allreduce costs are NOT copied (they describe
+  training loop, not of the network); ``[calibration.speed_probe_ms]``: the base system's host speed probe
+  at ``k * H`` ranks as the reference of ``k`` ranks per host (:mod:`executor.speed_probe`). The base's measured allreduce costs are NOT copied (they describe
   shared memory, not this network).
 """
 from __future__ import annotations
@@ -216,6 +217,20 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
                            ("grad_hook_us", ov.grad_hook_s * 1e6), ("kernel_launch_us", ov.kernel_launch_s * 1e6)])]
         for key in ("step_us", "bucketer_us", "grad_hook_us", "kernel_launch_us"):
             src[f"calibration.overheads.{key}"] = f"copied from {base_ref} (perfmodel calibrate on this machine)"
+        probe = {k // H: v for k, v in cal.speed_probe_s.items() if k % H == 0}
+        if probe:
+            lines += ["", "[calibration.speed_probe_ms]", *_lines([(f"ranks_{k}", v * 1e3) for k, v in probe.items()])]
+            for k in probe:
+                src[f"calibration.speed_probe_ms.ranks_{k}"] = (
+                    f"{base_ref} calibration.speed_probe_ms.ranks_{k * H} ({k} ranks per host x {H} hosts share "
+                    "this machine's CPU)")
+        for k, by_model in cal.speed_probe_model_s.items():
+            if k % H or not by_model:
+                continue
+            key = f"calibration.speed_probe_model_ms.ranks_{k // H}"
+            lines += ["", f"[{key}]", *_lines([(m, v * 1e3) for m, v in by_model.items()])]
+            for m in by_model:
+                src[f"{key}.{m}"] = f"{base_ref} calibration.speed_probe_model_ms.ranks_{k}.{m}"
     return "\n".join(lines + [""] + _sources(src)) + "\n"
 
 

@@ -43,6 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     meas.add_argument("--out", metavar="DIR", help=f"directory for results and report (default {DEFAULT_OUT})")
     meas.add_argument("--repeats", type=int, help="runs per configuration (default 1 with --quick, else 2)")
     meas.add_argument("--no-published", action="store_true", help="leave out the published-results comparison")
+    meas.add_argument("--emulated", metavar="FILE",
+                      help="add the emulated-cluster results (benchmarks/bench_emulated.py --out FILE) to the report; "
+                           "kept as DIR/emulated.json for later runs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,9 +67,10 @@ def run_measured(args: argparse.Namespace) -> int:
         raise ToolkitError(f"perfmodel validate: --repeats must be >= 1, not {args.repeats}")
     say = (lambda msg: None) if args.json else (lambda msg: print(f"validate: {msg}", file=sys.stderr, flush=True))
     s = validate_measured(args.out or DEFAULT_OUT, quick=args.quick, repeats=args.repeats, say=say,
-                          published=not args.no_published)
+                          published=not args.no_published, emulated=args.emulated)
     if args.json:
-        print_json({k: s[k] for k in ("configs", "mape_iteration", "max_ape_iteration", "bias_iteration", "report",
+        print_json({k: s[k] for k in ("configs", "mape_iteration", "max_ape_iteration", "bias_iteration",
+                                      "mape_iteration_raw", "max_ape_iteration_raw", "speed_factor", "report",
                                       "report_markdown", "matrix", "repeats", "noise", "components",
                                       "simulation_components", "system_spec", "wall_s")}
                    | {"time_to_accuracy": {k: s["time_to_accuracy"][k] for k in ("target_top1", "mape", "max_ape", "rows")},
@@ -79,6 +83,10 @@ def run_measured(args: argparse.Namespace) -> int:
           f"{s['wall_s'] / 60:.1f} min")
     print(f"iteration time: mean |error| {_pct(s['mape_iteration'])}, max |error| {_pct(s['max_ape_iteration'])}, "
           f"bias {_pct(s['bias_iteration'])}; measurement noise (median SEM) {_pct(s['noise']['median_sem_pct'])}")
+    if s.get("speed_factor"):
+        f = s["speed_factor"]
+        print(f"  (prediction scaled to the host's speed during each run, factor {f['min']:.2f}-{f['max']:.2f}; "
+              f"unscaled: mean |error| {_pct(s['mape_iteration_raw'])}, max {_pct(s['max_ape_iteration_raw'])})")
     for name in ("compute", "comm_total", "comm_exposed", "optimizer"):
         if c[name]["n"]:
             print(f"  {name:<13} mean |error| {_pct(c[name]['mape'])}, max {_pct(c[name]['max_ape'])} "
@@ -86,6 +94,12 @@ def run_measured(args: argparse.Namespace) -> int:
     t = s["time_to_accuracy"]
     print(f"time to {t['target_top1']:g}% on digits: mean |error| {_pct(t['mape'])}, max {_pct(t['max_ape'])} "
           f"over {sum(1 for r in t['rows'] if r.get('error_pct') is not None)} batch sizes")
+    em = (s.get("emulated") or {}).get("summary") or {}
+    for label, key in (("emulated cluster, allreduce >= 1 MiB", "allreduce_1MiB_and_above"),
+                       ("emulated cluster, iterations", "iterations")):
+        if (em.get(key) or {}).get("count"):
+            print(f"{label}: mean |error| {_pct(em[key]['mean_abs_pct'])}, max {_pct(em[key]['max_abs_pct'])} "
+                  f"over {em[key]['count']} points")
     if s.get("published"):
         v = s["published"]["validation"]
         print(f"published results: median |error| {_pct(v['median_abs_error_pct'])}, max "

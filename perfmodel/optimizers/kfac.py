@@ -381,10 +381,13 @@ class KFACModel(OptimizerModel):
             acts = n * c * h * w
             bn_fisher_s += ctx.kernel_s(BN_FISHER_FLOPS_PER_ACTIVATION * acts + 2 * l.params,
                                         2 * acts * fb + l.param_bytes)
-        factor_compute_s_refresh = (factor_s + bn_fisher_s) * options["factor_scale"]
+        factor_s *= options["factor_scale"]
+        bn_fisher_s *= options["factor_scale"]
+        factor_compute_s_refresh = factor_s + bn_fisher_s
 
         factor_comm_bytes = tri_elems * fb + bn_elems * fb
-        reduce_scatter_s_refresh = ctx.collective_s("reduce_scatter", factor_comm_bytes) * options["exchange_scale"]
+        collective_s_refresh = ctx.collective_s("reduce_scatter", factor_comm_bytes)
+        reduce_scatter_s_refresh = collective_s_refresh * options["exchange_scale"]
 
         # --- per refresh, owners: inversion ---------------------------------------------------------------
         inv_flops = [inv_c * (d.d_a ** 3 + d.d_g ** 3) for _, d in kf]
@@ -436,7 +439,8 @@ class KFACModel(OptimizerModel):
             "bn_fisher_s_per_refresh": bn_fisher_s,
             "factor_triangle_elements": float(tri_elems),
             "factor_comm_bytes_per_refresh": float(factor_comm_bytes),
-            "reduce_scatter_s_per_refresh": reduce_scatter_s_refresh,
+            "reduce_scatter_s_per_refresh": collective_s_refresh,
+            "exchange_s_per_refresh": reduce_scatter_s_refresh,
             "inversion_flops_per_refresh": float(sum(inv_flops)),
             "inversion_flops_per_refresh_max_rank": max(inv_flops_rank) if kf else 0.0,
             "inversion_s_per_refresh": inversion_s_refresh,
