@@ -4,7 +4,7 @@ networks: hosts, link rates, per-link latencies, single switch and an oversubscr
     sudo .venv/bin/python benchmarks/bench_emulated.py [--hosts 2,4] [--rates 0.5,1,5] [--latencies 100,1000]
         [--two-level] [--algorithms ring,recursive_doubling,halving_doubling] [--sizes 1M,4M,16M]
         [--iterations-model resnet20 --batches 32,128] [--repeats 3] [--base-system local] [--quick] [--json]
-        [--out FILE.json]
+        [--out FILE.json [--append]]
 
 For every network of the matrix: ``cluster up`` (with the link calibration of executor/cluster/measure.py),
 :func:`validation.emulated.bench_vs_predict` with one rank per host, optionally
@@ -65,6 +65,27 @@ def networks(args) -> list[dict]:
     return out
 
 
+def summarize(results: list[dict], wall_s: float) -> dict:
+    """Headline errors over the networks' results (saturated networks apart)."""
+    from validation.emulated import error_summary
+
+    ok = [e for e in results if not e.get("saturated")]
+    sat = [e for e in results if e.get("saturated")]
+    all_rows = [r for e in ok for r in e.get("allreduce", [])]
+    all_its = [r for e in ok for r in e.get("iterations", [])]
+    alt_rows = [dict(r, error_pct=r["error_measured_reduction_pct"]) for r in all_rows
+                if "error_measured_reduction_pct" in r]
+    return {"allreduce_1MiB_and_above": error_summary(all_rows, min_bytes=1 << 20),
+            "allreduce_1MiB_and_above_measured_reduction": error_summary(alt_rows, min_bytes=1 << 20),
+            "iterations": error_summary(all_its),
+            "iterations_unscaled": error_summary([dict(r, error_pct=r["error_raw_pct"]) for r in all_its
+                                                  if r.get("error_raw_pct") is not None]),
+            "saturated_allreduce_1MiB_and_above": error_summary(
+                [r for e in sat for r in e.get("allreduce", [])], min_bytes=1 << 20),
+            "saturated_networks": [e["description"] for e in sat], "networks": len(results),
+            "failed": sum(1 for e in results if "error" in e), "wall_s": wall_s}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", type=_ints, default=[2, 4])
@@ -83,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 hosts, 1 Gbit/s, 100 us, one switch; 1M,4M")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--out", default=None, help="write the results as JSON")
+    ap.add_argument("--append", action="store_true",
+                    help="with --out: add these networks to the results already in that file (summary recomputed)")
     args = ap.parse_args(argv)
     if args.quick:
         args.hosts, args.rates, args.latencies, args.two_level = [2], [1.0], [100.0], False
@@ -92,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TTT_SYSTEMS_DIR", os.path.join(tmp, "systems"))
 
     from executor.cluster import ClusterConfig, down, up
-    from validation.emulated import (
-        bench_vs_predict,
-        error_summary,
-        iterations_vs_predict,
-    )
+    from validation.emulated import bench_vs_predict, iterations_vs_predict
 
     algorithms = [a for a in args.algorithms.split(",") if a]
     say = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -137,19 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{entry['loadavg_end'][0]:.1f} on {os.cpu_count()} CPUs (other work on this machine disturbs the "
             "measurements)")
         results.append(entry)
-    ok = [e for e in results if not e.get("saturated")]
-    sat = [e for e in results if e.get("saturated")]
-    all_rows = [r for e in ok for r in e.get("allreduce", [])]
-    all_its = [r for e in ok for r in e.get("iterations", [])]
-    alt_rows = [dict(r, error_pct=r["error_measured_reduction_pct"]) for r in all_rows
-                if "error_measured_reduction_pct" in r]
-    summary = {"allreduce_1MiB_and_above": error_summary(all_rows, min_bytes=1 << 20),
-               "allreduce_1MiB_and_above_measured_reduction": error_summary(alt_rows, min_bytes=1 << 20),
-               "iterations": error_summary(all_its),
-               "saturated_allreduce_1MiB_and_above": error_summary(
-                   [r for e in sat for r in e.get("allreduce", [])], min_bytes=1 << 20),
-               "saturated_networks": [e["description"] for e in sat], "networks": len(results),
-               "failed": sum(1 for e in results if "error" in e), "wall_s": time.time() - t_start}
+    wall = time.time() - t_start
+    if args.append and args.out and Path(args.out).is_file():
+        before = json.loads(Path(args.out).read_text())
+        results = before["results"] + results
+        wall += before["summary"].get("wall_s", 0.0)
+    summary = summarize(results, wall)
     shutil.rmtree(tmp, ignore_errors=True)   # its state folder and registry are empty after the last down
     doc = {"summary": summary, "results": results}
     if args.out:
@@ -167,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         line("allreduce >= 1 MiB", a)
         line("allreduce >= 1 MiB, with the measured reduction cost (what-if)",
              summary["allreduce_1MiB_and_above_measured_reduction"])
-        if sat:
-            line(f"saturated networks ({len(sat)}, excluded above), allreduce >= 1 MiB",
+        if summary["saturated_networks"]:
+            line(f"saturated networks ({len(summary['saturated_networks'])}, excluded above), allreduce >= 1 MiB",
                  summary["saturated_allreduce_1MiB_and_above"])
-        line("iterations", i)
+        line("iterations (CPU work scaled to the host's speed during the run)", i)
+        line("iterations, unscaled", summary["iterations_unscaled"])
         print(f"{summary['networks']} networks ({summary['failed']} failed) in {summary['wall_s']:.0f} s")
     return 0 if summary["failed"] == 0 else 1
 

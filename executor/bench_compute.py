@@ -485,6 +485,7 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
                       optimizers: Sequence[str] = ("sgd", "lars"), bucketer: bool = True,
                       model_batches: dict[str, Sequence[int]] | None = None,
                       aux_models: Sequence[str] | None = None, kfac: tuple[str, int] | None = None,
+                      bucketer_models: Sequence[str] | None = None,
                       sync: Sync | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every measurement and return the JSON document (see the module docstring).
 
@@ -502,6 +503,8 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         Timed repetitions of every measurement.
     aux_models : sequence of str, optional
         Models of the optimizer and bucketer measurements (default: ``models``).
+    bucketer_models : sequence of str, optional
+        Models of the bucketer measurement (default: ``aux_models``).
     kfac : (str, int), optional
         Model and per-rank batch of the K-FAC measurement (:func:`kfac_times`); None: not measured.
     """
@@ -567,7 +570,7 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
         if optimizers and m in aux:
             say(f"{m}: optimizer steps {list(optimizers)}")
             doc["optimizers"] += optimizer_times(m, optimizers, repeats=repeats, sync=sync)
-        if bucketer and m in aux:
+        if bucketer and m in (aux if bucketer_models is None else bucketer_models):
             say(f"{m}: gradient bucketer")
             doc["bucketer"].append(bucketer_overhead(m, min((model_batches or {}).get(m, batches)), repeats=repeats, sync=sync))
     if kfac is not None:
@@ -618,6 +621,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-bucketer", action="store_true", help="skip the bucketer overhead")
     ap.add_argument("--aux-models", default=None, help="models of the optimizer and bucketer measurements "
                     "(default: --models)")
+    ap.add_argument("--bucketer-models", default=None, help="models of the bucketer measurement (default: "
+                    "--aux-models)")
     ap.add_argument("--kfac", default=None, metavar="MODEL:BATCH",
                     help="also time the executor's K-FAC phases on MODEL at per-rank BATCH (e.g. resnet20:16)")
     ap.add_argument("--model-batches", default=None,
@@ -666,7 +671,9 @@ def main(argv: list[str] | None = None) -> int:
                             bucketer=not args.no_bucketer, model_batches=_model_batches(args.model_batches),
                             aux_models=None if args.aux_models is None else
                             [m.strip() for m in args.aux_models.split(",") if m.strip()],
-                            kfac=_kfac_arg(args.kfac), sync=sync, progress=say)
+                            kfac=_kfac_arg(args.kfac), sync=sync, progress=say,
+                            bucketer_models=None if args.bucketer_models is None else
+                            [m.strip() for m in args.bucketer_models.split(",") if m.strip()])
     if sync.rank == 0:
         text = json.dumps(doc, indent=1)
         if args.out:

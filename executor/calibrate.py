@@ -458,14 +458,17 @@ def fit_compute(points: Sequence[Mapping[str, Any]], peak_flops: float, mem_bw_B
 
 def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_bw_Bps: float,
                       efficiency: float = 0.5) -> dict[str, Any]:
-    """Per-kernel launch cost (s) that makes the optimizer cost models match measured ``step() +
-    zero_grad()`` times: ``measured = model(launch=0) + kernels * launch`` in least squares on the relative
-    error (clipped at 0). ``rows``: ``model``, ``optimizer``, ``step_s`` (one rank)."""
+    """Per-kernel launch cost (s) and memory-traffic scale that make the optimizer cost models match measured
+    ``step() + zero_grad()`` times: ``measured = scale * model(launch=0) + kernels * launch`` (the steps are
+    memory-bound, so the model without launch costs is proportional to the bytes moved) by non-negative
+    least squares on the relative error. ``scale`` is fitted only when some row is memory-bound (its
+    launch-free model at least 30 % of its measured time), else 1; it is at least 1.
+    ``rows``: ``model``, ``optimizer``, ``step_s`` (one rank)."""
     from perfmodel.optimizers import optimizer_cost
     from perfmodel.workload import load_workload
 
     if not rows:
-        return {"kernel_launch_s": 0.0, "rows": []}
+        return {"kernel_launch_s": 0.0, "optimizer_traffic_scale": 1.0, "rows": []}
     base, kern, meas, out = [], [], [], []
     for r in rows:
         table = load_workload(r["model"])
@@ -480,13 +483,21 @@ def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_
         meas.append(float(r["step_s"]))
     base, kern, meas = np.array(base), np.array(kern), np.array(meas)
     w = 1.0 / meas
+    scale = 1.0
+    if np.any(base >= 0.3 * meas):
+        from scipy.optimize import nnls
+
+        (a, launch), _ = nnls(np.column_stack([base * w, kern * w]), np.ones_like(meas))
+        scale, launch = float(a), float(launch)
+    if scale < 1.0:  # never below the models' minimum traffic: refit the launch cost alone
+        scale = 1.0
     den = float(np.sum((kern * w) ** 2))
-    launch = max(0.0, float(np.sum(kern * w * (meas - base) * w) / den)) if den > 0 else 0.0
-    pred = base + kern * launch
+    launch = max(0.0, float(np.sum(kern * w * (meas - scale * base) * w) / den)) if den > 0 else 0.0
+    pred = scale * base + kern * launch
     for r, b, k, pr in zip(rows, base, kern, pred):
-        out.append({**r, "model_s": float(b), "kernels": float(k), "predicted_s": float(pr),
+        out.append({**r, "model_s": float(b * scale), "kernels": float(k), "predicted_s": float(pr),
                     "rel_err": float(pr / r["step_s"] - 1.0)})
-    return {"kernel_launch_s": launch, "rows": out, **_residuals(pred, meas)}
+    return {"kernel_launch_s": launch, "optimizer_traffic_scale": scale, "rows": out, **_residuals(pred, meas)}
 
 
 def fit_bucketer(rows: Sequence[Mapping[str, Any]], mem_bw_Bps: float) -> dict[str, Any]:
@@ -531,12 +542,15 @@ class CalibrationPlan:
     repeats: int = 7
     gemm_n: int = 1024
     memory_mb: int = 128
-    optimizer_models: tuple[str, ...] = ("resnet20", "tiny", "digits_cnn")
+    optimizer_models: tuple[str, ...] = ("resnet20", "tiny", "digits_cnn", "alexnet")
     heavy_max_ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
     compute_rounds: int = 2
     #: reference (model, per-rank batch) of the K-FAC measurement at every compute rank count (None: none)
     kfac: tuple[str, int] | None = ("resnet20", 16)
 
+
+#: models of the bucketer-overhead fit (small: the per-layer hook cost, not the bucket copies, dominates)
+BUCKETER_MODELS = ("resnet20", "tiny", "digits_cnn")
 
 #: the operating points of the validation matrix (validation.matrix) and of the time-to-accuracy runs
 #: (validation.tta) are among the measured batches: the calibration describes the compute of the workloads
@@ -665,7 +679,8 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
                     "none", "--repeats", str(plan.repeats), "--gemm-n", str(plan.gemm_n), "--memory-mb",
                     str(plan.memory_mb), "--json", "--quiet"]
             if k == 1:
-                args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models)]
+                args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models),
+                         "--bucketer-models", ",".join(m for m in plan.optimizer_models if m in BUCKETER_MODELS)]
             else:
                 args += ["--optimizers", "none", "--no-bucketer"]
             if plan.kfac and rnd == 0:
@@ -738,7 +753,9 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
         "speed_probe_model_s": probe_model,
         "kfac": kfac,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
-                      "kernel_launch_s": kfit["kernel_launch_s"], "optimizer_fit": kfit, "bucketer_fit": bfit},
+                      "kernel_launch_s": kfit["kernel_launch_s"],
+                      "optimizer_traffic_scale": kfit["optimizer_traffic_scale"], "optimizer_fit": kfit,
+                      "bucketer_fit": bfit},
         "elapsed_s": time.monotonic() - t_start,
         "raw": raw,
     }
@@ -945,7 +962,8 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
                                  "rank(s) sharing the CPU: median over its batches")
     lines += ["", "[calibration.overheads]", f"step_us = {_f(ov['step_s'] * 1e6)}",
               f"bucketer_us = {_f(ov['bucketer_s'] * 1e6)}", f"grad_hook_us = {_f(ov['grad_hook_s'] * 1e6)}",
-              f"kernel_launch_us = {_f(ov['kernel_launch_s'] * 1e6)}"]
+              f"kernel_launch_us = {_f(ov['kernel_launch_s'] * 1e6)}",
+              f"optimizer_traffic_scale = {_f(max(1.0, ov.get('optimizer_traffic_scale', 1.0)))}"]
     src["calibration.overheads.step_us"] = f"{when}: the executor's batch fetch and loop bookkeeping per step"
     bm = ", ".join(sorted({r["model"] for r in ov["bucketer_fit"]["rows"]})) or "none"
     src["calibration.overheads.bucketer_us"] = (f"{when}: gradient bucketer (null engine) overhead on {bm}, less the "
@@ -955,6 +973,9 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
     om = ", ".join(sorted({f"{r['optimizer']}/{r['model']}" for r in ov["optimizer_fit"]["rows"]})) or "none"
     src["calibration.overheads.kernel_launch_us"] = (f"{when}: optimizer step() + zero_grad() of {om} against the "
                                                      "optimizer cost models; per kernel (EMPIRICAL)")
+    src["calibration.overheads.optimizer_traffic_scale"] = (
+        f"{when}: optimizer step() + zero_grad() of {om}: measured memory traffic over the cost models' count, "
+        "fitted jointly with kernel_launch_us (1 without a memory-bound step; EMPIRICAL)")
     lines += ["", "[sources]"] + [f"{_s(k)} = {_s(v)}" for k, v in src.items()]
     return "\n".join(lines) + "\n"
 

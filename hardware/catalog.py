@@ -216,7 +216,9 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                                       key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "overheads": Table({"step_us": Leaf("float", ge=0, le=1e7), "bucketer_us": Leaf("float", ge=0, le=1e7),
                             "grad_hook_us": Leaf("float", ge=0, le=1e6),
-                            "kernel_launch_us": Leaf("float", ge=0, le=1e6)}, required=False),
+                            "kernel_launch_us": Leaf("float", ge=0, le=1e6),
+                            "optimizer_traffic_scale": Leaf("float", ge=1, le=100, required=False)},
+                           required=False),
     }, required=False),
 }
 
@@ -648,7 +650,8 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
         overheads = ExecutorOverheads(step_s=to_si("step_us", ov.get("step_us", 0.0)),
                                       bucketer_s=to_si("bucketer_us", ov.get("bucketer_us", 0.0)),
                                       grad_hook_s=to_si("grad_hook_us", ov.get("grad_hook_us", 0.0)),
-                                      kernel_launch_s=to_si("kernel_launch_us", ov.get("kernel_launch_us", 0.0)))
+                                      kernel_launch_s=to_si("kernel_launch_us", ov.get("kernel_launch_us", 0.0)),
+                                      optimizer_traffic_scale=float(ov.get("optimizer_traffic_scale", 1.0)))
     jitter = {int(k.split("_")[1]): float(v) for k, v in cal.get("jitter", {}).items()}
     probe = {int(k.split("_")[1]): float(v) * 1e-3 for k, v in cal.get("speed_probe_ms", {}).items()}
     probe_model = {int(k.split("_")[1]): FrozenMap({m: float(x) * 1e-3 for m, x in v.items()})

@@ -453,12 +453,19 @@ class ExecutorOverheads:
         Per optimizer kernel: the default ``launch_overhead_s`` of the optimizer cost models on this system
         (an explicit ``optimizer_options.launch_overhead_s`` wins). Fitted to the executor's optimizer
         phase (``step()`` and ``zero_grad()``).
+    optimizer_traffic_scale : float
+        The optimizer phase's memory traffic over what the cost models count (>= 1): the executor's update
+        runs several passes per tensor (weight decay, momentum, update, zeroing), so a memory-bound step
+        (AlexNet's 244 MB of parameters) moves more bytes than the models' minimum. The predictor divides the
+        optimizer's memory bandwidth by it. Fitted jointly with ``kernel_launch_s``; 1 when the calibration
+        measured no memory-bound optimizer step.
     """
 
     step_s: float = 0.0
     bucketer_s: float = 0.0
     grad_hook_s: float = 0.0
     kernel_launch_s: float = 0.0
+    optimizer_traffic_scale: float = 1.0
 
 
 @dataclass(frozen=True)

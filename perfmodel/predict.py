@@ -220,7 +220,9 @@ def kfac_scales(system: SystemSpec, ranks: int, precision: str = "fp32",
     oc = optimizer_cost("kfac", load_workload(ref.model), per_device_batch=int(ref.per_rank_batch), ranks=k,
                         peak_flops=dev.peak_flops_for(precision) / share,
                         efficiency=max(1e-6, min(1.0, float(curve.at(ref.per_rank_batch)))),
-                        mem_bw_Bps=dev.memory_bw_Bps / share, comm=comm, options=opts, source="calibration.kfac")
+                        mem_bw_Bps=dev.memory_bw_Bps / share / (system.overheads.optimizer_traffic_scale
+                                                                 if system.overheads is not None else 1.0),
+                        comm=comm, options=opts, source="calibration.kfac")
     d = oc.details
     out = {}
     factor = d["factor_compute_s_per_refresh"] + d["bn_fisher_s_per_refresh"]
@@ -265,6 +267,7 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     opts = dict(optimizer_options or {})
     if overheads is not None and overheads.kernel_launch_s > 0:
         opts.setdefault("launch_overhead_s", overheads.kernel_launch_s)
+    traffic = overheads.optimizer_traffic_scale if overheads is not None else 1.0
     if optimizer == "kfac":
         opts.setdefault("grad_allgather", False)
         for key, v in kfac_scales(system, ranks, precision, opts).items():
@@ -276,7 +279,8 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
             cache[bi] = optimizer_cost(optimizer, table, per_device_batch=int(bi), ranks=ranks,
                                        peak_flops=dev.peak_flops_for(precision) / share,
                                        efficiency=max(1e-6, min(1.0, float(curve.at(bi)))),
-                                       mem_bw_Bps=dev.memory_bw_Bps / share, comm=comm, options=opts, source=source)
+                                       mem_bw_Bps=dev.memory_bw_Bps / share / traffic, comm=comm, options=opts,
+                                       source=source)
         oc = cache[bi]
         opt_s.append(oc.total_s)
         opt_mem.append(oc.memory_bytes)

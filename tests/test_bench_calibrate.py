@@ -139,6 +139,29 @@ def test_kernel_launch_fit_recovers_a_known_cost():
     fit = cal.fit_kernel_launch(rows, 1e11, 2e10)
     assert fit["kernel_launch_s"] == pytest.approx(7e-6, rel=1e-9)
     assert fit["max_abs_rel_err"] < 1e-9
+    assert fit["optimizer_traffic_scale"] == pytest.approx(1.0)   # generated with the models' own traffic
+
+
+def test_optimizer_fit_recovers_launch_cost_and_traffic_scale():
+    """Known answer: steps generated with 2.5x the models' memory traffic (a bandwidth / 2.5) and 7 us per
+    kernel, on a memory-bound model (AlexNet, 244 MB of parameters) beside launch-bound ones."""
+    from perfmodel.optimizers import optimizer_cost
+    from perfmodel.workload import load_workload
+
+    rows = []
+    for model in ("resnet20", "tiny", "alexnet"):
+        for opt in ("sgd", "lars"):
+            t = optimizer_cost(opt, load_workload(model), per_device_batch=2, ranks=1, peak_flops=1e11,
+                               efficiency=0.5, mem_bw_Bps=2e10 / 2.5, comm=lambda *a: 0.0,
+                               options={"launch_overhead_s": 7e-6}).total_s
+            rows.append({"model": model, "optimizer": opt, "step_s": t})
+    fit = cal.fit_kernel_launch(rows, 1e11, 2e10)
+    assert fit["optimizer_traffic_scale"] == pytest.approx(2.5, rel=1e-6)
+    assert fit["kernel_launch_s"] == pytest.approx(7e-6, rel=1e-6)
+    assert fit["max_abs_rel_err"] < 1e-6
+    # measured faster than the models' minimum traffic: the scale stays 1 (never below the count)
+    fast = [dict(r, step_s=r["step_s"] / 3) for r in rows]
+    assert cal.fit_kernel_launch(fast, 1e11, 2e10)["optimizer_traffic_scale"] == 1.0
 
 
 def test_bucketer_fit_separates_fixed_and_per_layer_costs():
@@ -199,6 +222,7 @@ def fake_report(mpi_ranks=(2, 4)) -> dict:
         "kfac": {2: {"model": "resnet20", "batch": 16, "factor_s": 0.2, "reduce_scatter_s": 0.03,
                      "inversion_s": 0.015, "step_s": 0.005}},
         "overheads": {"step_s": 5e-6, "bucketer_s": 100e-6, "grad_hook_s": 10e-6, "kernel_launch_s": 8e-6,
+                      "optimizer_traffic_scale": 1.5,
                       "optimizer_fit": {"rows": [{"optimizer": "sgd", "model": "tiny"}]},
                       "bucketer_fit": {"rows": [{"model": "tiny"}]}},
     }
@@ -221,6 +245,7 @@ def test_spec_loads_in_si_units(spec):
     assert not c["mpi"].has_closed_form and sorted(c["mpi"].profiles) == [2, 4]
     ov = s.overheads
     assert (ov.step_s, ov.bucketer_s, ov.grad_hook_s, ov.kernel_launch_s) == pytest.approx((5e-6, 1e-4, 1e-5, 8e-6))
+    assert ov.optimizer_traffic_scale == pytest.approx(1.5)
     d = s.device
     assert d.peak_flops["fp32"] == pytest.approx(3e11) and d.memory_bw_Bps == pytest.approx(2e10)
     assert d.layer_overhead_s == pytest.approx(40e-6) and d.cores == 2 and s.devices_per_node == 1

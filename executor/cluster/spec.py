@@ -214,8 +214,9 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
                                      "(the network is priced from [network])")]),
                   "", "[calibration.overheads]",
                   *_lines([("step_us", ov.step_s * 1e6), ("bucketer_us", ov.bucketer_s * 1e6),
-                           ("grad_hook_us", ov.grad_hook_s * 1e6), ("kernel_launch_us", ov.kernel_launch_s * 1e6)])]
-        for key in ("step_us", "bucketer_us", "grad_hook_us", "kernel_launch_us"):
+                           ("grad_hook_us", ov.grad_hook_s * 1e6), ("kernel_launch_us", ov.kernel_launch_s * 1e6),
+                           ("optimizer_traffic_scale", float(ov.optimizer_traffic_scale))])]
+        for key in ("step_us", "bucketer_us", "grad_hook_us", "kernel_launch_us", "optimizer_traffic_scale"):
             src[f"calibration.overheads.{key}"] = f"copied from {base_ref} (perfmodel calibrate on this machine)"
         probe = {k // H: v for k, v in cal.speed_probe_s.items() if k % H == 0}
         if probe:
