@@ -546,6 +546,7 @@ def png_emulated(doc: Mapping[str, Any]) -> bytes | None:
                 ax.scatter([m], [p], marker=mk, s=30, facecolor="none" if sat else c, edgecolor=c, lw=1.0, zorder=3)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            _plain_log_ticks(ax)
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
             ax.set_aspect("equal", adjustable="box")

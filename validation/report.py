@@ -189,8 +189,9 @@ def _headline(results, summary) -> Section:
                          "*speed factor* = probe during the run / probe during the calibration"
                          + (f" (here {sf['min']:.2f} to {sf['max']:.2f}, median {sf['median']:.2f})" if sf else "")
                          + f". Without that scaling (raw) the analytic model's MAPE is {_pct(raw['mape'])} %, "
-                         f"max {_pct(raw.get('max_ape'))} %, bias {_pct(raw.get('bias'), True)} %: the difference "
-                         "is the host's drift between calibration and run, not the model."))
+                         f"max {_pct(raw.get('max_ape'))} %, bias {_pct(raw.get('bias'), True)} %. The scaling removes "
+                         "the drift only approximately: the probe is a small workload, and when the host is slow it "
+                         "tends to slow down more than a training step does, so large factors over-correct."))
     if rep is not None:
         rep_txt = f"the run-to-run spread of repeated runs is {_pct(rep, digits=2)} % (median half-range)"
     else:
