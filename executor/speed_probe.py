@@ -19,7 +19,9 @@ model (``[calibration.speed_probe_model_ms]``).
 
 Assumption: the host's slowdown affects the probe and the workload by the same factor. Measured over 60 s
 windows of 40 iterations, the ResNet-20 step over the probe varies with a standard deviation of about 5%
-where the step alone varies by about 8-12%: the probe removes most, not all, of the drift.
+where the step alone varies by about 8-12%: the probe removes most, not all, of the drift. When the host
+is much slower than during the calibration (factors above about 1.3) the probe slows down more than a
+training step does, and the scaled prediction over-shoots by 10-30% (full validation matrix, 2026-11-21).
 """
 from __future__ import annotations
 

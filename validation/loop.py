@@ -17,7 +17,8 @@ the calibration recorded it beside its compute measurements. ``speed_factor`` = 
 the calibration's (same number of ranks sharing the host). Errors are given twice: ``raw`` (the prediction
 as calibrated) and speed-normalised (``analytic``/``simulation``: every predicted time multiplied by the
 speed factor, since on one host every component is work of the same CPU and memory). The normalised error
-is the model's; the raw error adds the host's drift between calibration and run.
+removes most of the host's drift between calibration and run, not all of it (see
+:mod:`executor.speed_probe`); the raw error contains all of it.
 """
 from __future__ import annotations
 
