@@ -932,12 +932,18 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
                    f"max {prof['max_abs_rel_err']:.1%})")
             src[f"{key}.alpha_us"] = how
             src[f"{key}.beta_ns_per_B"] = how
-    if report.get("jitter_cv"):
-        lines += ["", "[calibration.jitter]"] + [f"ranks_{int(k)} = {_f(v)}" for k, v in report["jitter_cv"].items()]
-        for k in report["jitter_cv"]:
-            src[f"calibration.jitter.ranks_{int(k)}"] = (
-                f"{when}: compute-time CV of one rank with {int(k)} rank(s) sharing the CPU: median over the "
-                "benchmarked workloads of range / (d_n x median) of the repeated steps")
+
+    def per_ranks(table: str, values: Mapping[Any, float], scale: float, how: Callable[[int], str]) -> None:
+        """``[calibration.<table>]`` with ``ranks_<k> = value * scale`` and a source per key."""
+        if not values:
+            return
+        lines.extend(["", f"[calibration.{table}]"] + [f"ranks_{int(k)} = {_f(v * scale)}" for k, v in values.items()])
+        for k in values:
+            src[f"calibration.{table}.ranks_{int(k)}"] = how(int(k))
+
+    per_ranks("jitter", report.get("jitter_cv") or {}, 1.0,
+              lambda k: f"{when}: compute-time CV of one rank with {k} rank(s) sharing the CPU: median over the "
+                        "benchmarked workloads of range / (d_n x median) of the repeated steps")
     for k, r in (report.get("kfac") or {}).items():
         key = f"calibration.kfac.ranks_{int(k)}"
         lines += ["", f"[{key}]", f"model = {_s(r['model'])}", f"per_rank_batch = {int(r['batch'])}",
@@ -947,13 +953,9 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
                "rank(s), median of the refresh steps, slowest rank (bench compute --kfac)")
         for f in ("per_rank_batch", "factor_ms", "exchange_ms", "inversion_ms"):
             src[f"{key}.{f}"] = how
-    if report.get("speed_probe_s"):
-        lines += ["", "[calibration.speed_probe_ms]"] + [f"ranks_{int(k)} = {_f(v * 1e3)}"
-                                                          for k, v in report["speed_probe_s"].items()]
-        for k in report["speed_probe_s"]:
-            src[f"calibration.speed_probe_ms.ranks_{int(k)}"] = (
-                f"{when}: host speed probe (executor.speed_probe) with {int(k)} rank(s) sharing the CPU, sampled "
-                "after every timed whole-model step: median over the measured (model, batch) rows")
+    per_ranks("speed_probe_ms", report.get("speed_probe_s") or {}, 1e3,
+              lambda k: f"{when}: host speed probe (executor.speed_probe) with {k} rank(s) sharing the CPU, sampled "
+                        "after every timed whole-model step: median over the measured (model, batch) rows")
     for k, by_model in (report.get("speed_probe_model_s") or {}).items():
         key = f"calibration.speed_probe_model_ms.ranks_{int(k)}"
         lines += ["", f"[{key}]"] + [f"{m} = {_f(v * 1e3)}" for m, v in by_model.items()]

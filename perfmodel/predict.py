@@ -52,6 +52,7 @@ Assumptions (each an approximation, marked):
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -190,39 +191,54 @@ def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarr
     return (Variability("normal", cv).expected_max(ranks) - 1.0) * compute_s
 
 
+def _optimizer_bw_Bps(system: SystemSpec, share: float) -> float:
+    """Memory bandwidth (bytes/s) one rank's optimizer step gets: its share of the device's, over the
+    calibrated optimizer traffic scale (1 without a calibration)."""
+    traffic = system.overheads.optimizer_traffic_scale if system.overheads is not None else 1.0
+    return system.device.memory_bw_Bps / share / traffic
+
+
+#: K-FAC options that change the modelled cost of the calibration's reference configuration
+_KFAC_REFERENCE_OPTIONS = ("launch_overhead_s", "inverse", "factor_dtype_bytes", "inversion_efficiency",
+                           "factor_peak_flops")
+
+
 def kfac_scales(system: SystemSpec, ranks: int, precision: str = "fp32",
                 options: Mapping[str, Any] | None = None) -> dict[str, float]:
     """EMPIRICAL multipliers of the K-FAC model's per-refresh terms on a system whose calibration measured the
     executor's K-FAC (``[calibration.kfac]``): measured over modelled on the calibration's reference
     configuration (its model and per-rank batch, on one node, at the measured rank count closest to
     ``ranks`` from below, else the smallest), for the factor computation, the factor exchange (only when the
-    reference had several ranks) and the inversion. Empty when there is nothing to scale by."""
+    reference had several ranks) and the inversion. Empty when there is nothing to scale by. Cached per
+    (system, ranks, precision, the options that change the reference's cost)."""
     cal = system.calibration
     if cal is None or not cal.kfac:
         return {}
     keys = sorted(cal.kfac)
     k = max([x for x in keys if x <= ranks], default=keys[0])
-    ref = cal.kfac[k]
+    opts = tuple(sorted((key, v) for key, v in (options or {}).items() if key in _KFAC_REFERENCE_OPTIONS))
+    return dict(_kfac_scales_at(system, k, precision, opts))
+
+
+@functools.lru_cache(maxsize=64)
+def _kfac_scales_at(system: SystemSpec, k: int, precision: str,
+                    options: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, float], ...]:
+    """:func:`kfac_scales` for the calibration's reference at ``k`` ranks (one node)."""
+    ref = system.calibration.kfac[k]
     share = max(1.0, k / system.devices_per_node)
     dev = system.device
     curve = dev.efficiency_for(precision, share)
-    rpn = min(k, system.devices_per_node * int(math.ceil(share)))
 
     def comm(kind: str, nbytes: float, p: int) -> float:
         if p <= 1:
             return 0.0
-        return float(best_profiles(system, 1, rpn, "auto", [nbytes], op=kind)[0][0])
+        return float(best_profiles(system, 1, k, "auto", [nbytes], op=kind)[0][0])
 
-    opts = {key: v for key, v in (options or {}).items() if key in ("launch_overhead_s", "inverse",
-                                                                   "factor_dtype_bytes", "inversion_efficiency",
-                                                                   "factor_peak_flops")}
-    opts["grad_allgather"] = False
     oc = optimizer_cost("kfac", load_workload(ref.model), per_device_batch=int(ref.per_rank_batch), ranks=k,
                         peak_flops=dev.peak_flops_for(precision) / share,
                         efficiency=max(1e-6, min(1.0, float(curve.at(ref.per_rank_batch)))),
-                        mem_bw_Bps=dev.memory_bw_Bps / share / (system.overheads.optimizer_traffic_scale
-                                                                 if system.overheads is not None else 1.0),
-                        comm=comm, options=opts, source="calibration.kfac")
+                        mem_bw_Bps=_optimizer_bw_Bps(system, share), comm=comm,
+                        options={**dict(options), "grad_allgather": False}, source="calibration.kfac")
     d = oc.details
     out = {}
     factor = d["factor_compute_s_per_refresh"] + d["bn_fisher_s_per_refresh"]
@@ -232,7 +248,7 @@ def kfac_scales(system: SystemSpec, ranks: int, precision: str = "fp32",
         out["exchange_scale"] = ref.exchange_s / d["reduce_scatter_s_per_refresh"]
     if d["inversion_s_per_refresh"] > 0 and ref.inversion_s > 0:
         out["inversion_scale"] = ref.inversion_s / d["inversion_s_per_refresh"]
-    return out
+    return tuple(out.items())
 
 
 def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_per_node: int, per_device_batch,
@@ -267,7 +283,6 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     opts = dict(optimizer_options or {})
     if overheads is not None and overheads.kernel_launch_s > 0:
         opts.setdefault("launch_overhead_s", overheads.kernel_launch_s)
-    traffic = overheads.optimizer_traffic_scale if overheads is not None else 1.0
     if optimizer == "kfac":
         opts.setdefault("grad_allgather", False)
         for key, v in kfac_scales(system, ranks, precision, opts).items():
@@ -279,7 +294,7 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
             cache[bi] = optimizer_cost(optimizer, table, per_device_batch=int(bi), ranks=ranks,
                                        peak_flops=dev.peak_flops_for(precision) / share,
                                        efficiency=max(1e-6, min(1.0, float(curve.at(bi)))),
-                                       mem_bw_Bps=dev.memory_bw_Bps / share / traffic, comm=comm, options=opts,
+                                       mem_bw_Bps=_optimizer_bw_Bps(system, share), comm=comm, options=opts,
                                        source=source)
         oc = cache[bi]
         opt_s.append(oc.total_s)

@@ -85,7 +85,7 @@ def scaled(prediction: Mapping[str, Any], factor: float | None) -> dict[str, Any
     out: dict[str, Any] = {}
     for k, v in prediction.items():
         if k == "breakdown":
-            out[k] = {bk: (bv * f if isinstance(bv, (int, float)) and bv is not None else bv) for bk, bv in v.items()}
+            out[k] = {bk: (bv * f if isinstance(bv, (int, float)) else bv) for bk, bv in v.items()}
         elif k.endswith("_s") and isinstance(v, (int, float)):
             out[k] = v * f
         elif k.endswith("samples_s"):

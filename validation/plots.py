@@ -193,6 +193,22 @@ def _plain_log_ticks(ax, axis: str = "both") -> None:
         a.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
+def _diagonal(ax, lo: float, hi: float, log: bool, labels: bool = False) -> None:
+    """Predicted-against-measured axes: the y = x line with a +-10 % band, equal scales from ``lo`` to
+    ``hi`` (log-log with plain tick labels when ``log``)."""
+    line = np.geomspace(max(lo, 1e-9), hi, 200) if log else np.linspace(lo, hi, 200)
+    ax.fill_between(line, 0.9 * line, 1.1 * line, color="#999999", alpha=0.18, lw=0,
+                    label="±10 %" if labels else None)
+    ax.plot(line, line, color="#555555", lw=1.0, label="y = x (perfect)" if labels else None)
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log_ticks(ax)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal", adjustable="box")
+
+
 def _wide(values: Sequence[float], ratio: float = 8.0) -> bool:
     v = [x for x in values if x and x > 0]
     return bool(v) and max(v) / min(v) > ratio
@@ -220,9 +236,7 @@ def png_predicted_vs_measured(results: Sequence[Mapping[str, Any]]) -> bytes | N
         else:
             pad = 0.08 * (hi - lo or hi)
             lo, hi = max(0.0, lo - pad), hi + pad
-        line = np.geomspace(max(lo, 1e-9), hi, 200) if log else np.linspace(lo, hi, 200)
-        ax.fill_between(line, 0.9 * line, 1.1 * line, color="#999999", alpha=0.18, lw=0, label="±10 %")
-        ax.plot(line, line, color="#555555", lw=1.0, label="y = x (perfect)")
+        _diagonal(ax, lo, hi, log, labels=True)
         for m, a, s in zip(meas, ana, sim):  # tie the two predictions of one configuration together
             if np.isfinite(a) and np.isfinite(s):
                 ax.plot([m, m], [a, s], color="#bbbbbb", lw=0.7, zorder=1)
@@ -234,13 +248,6 @@ def png_predicted_vs_measured(results: Sequence[Mapping[str, Any]]) -> bytes | N
                        label=f"analytic, {k} rank{'s' if k > 1 else ''}")
             ax.scatter(meas[sel], sim[sel], marker="^", s=46, facecolor="none", edgecolor=color, lw=1.3,
                        zorder=3, label=f"simulated, {k} rank{'s' if k > 1 else ''}")
-        if log:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _plain_log_ticks(ax)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel("measured iteration time (ms)")
         ax.set_ylabel("predicted iteration time (ms)")
         ax.set_title(f"Predicted vs measured iteration time, {len(pts)} configurations"
@@ -537,19 +544,11 @@ def png_emulated(doc: Mapping[str, Any]) -> bytes | None:
             meas = np.array([1e3 * r["measured_s"] for r, _, _ in rows])
             pred = np.array([1e3 * r["predicted_s"] for r, _, _ in rows])
             lo, hi = float(min(meas.min(), pred.min())) / 1.3, float(max(meas.max(), pred.max())) * 1.3
-            line = np.geomspace(lo, hi, 100)
-            ax.fill_between(line, 0.9 * line, 1.1 * line, color="#999999", alpha=0.18, lw=0)
-            ax.plot(line, line, color="#555555", lw=1.0)
+            _diagonal(ax, lo, hi, log=True)
             for (r, rate, sat), m, p in zip(rows, meas, pred):
                 mk = _ALG_MARKERS.get(r.get("algorithm", ""), "o")
                 c = color[rate]
                 ax.scatter([m], [p], marker=mk, s=30, facecolor="none" if sat else c, edgecolor=c, lw=1.0, zorder=3)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _plain_log_ticks(ax)
-            ax.set_xlim(lo, hi)
-            ax.set_ylim(lo, hi)
-            ax.set_aspect("equal", adjustable="box")
             ax.set_xlabel("measured (ms)")
             ax.set_ylabel("predicted (ms)")
             ax.set_title(f"{title} ({len(rows)})")
