@@ -504,3 +504,20 @@ def test_kfac_prediction_at_the_reference_reproduces_the_measurement(spec):
     assert details(32, 2, inversion_scale=1.0)["inversion_s_per_refresh"] == pytest.approx(0.015 / d["inversion_scale"])
     # rank counts without a measurement: the closest measured one from below, else the smallest measured
     assert kfac_scales(s, 4) == pytest.approx(sc) and kfac_scales(s, 1) == pytest.approx(sc)
+
+
+def test_validation_reuses_only_a_calibration_it_can_compare_with(spec, tmp_path):
+    import re
+
+    from validation.run import reusable_calibration
+
+    assert reusable_calibration(spec) is None
+    text = spec.read_text()
+    # as an older toolkit wrote it: no [calibration.speed_probe_ms] table and no sources for it
+    older = re.sub(r"\[calibration\.speed_probe_ms\]\n(ranks_\d+ = .*\n)+", "", text)
+    older = "".join(line for line in older.splitlines(keepends=True) if "speed_probe_ms" not in line)
+    assert older != text
+    spec.write_text(older)
+    assert "speed probe" in reusable_calibration(spec)
+    spec.write_text(text.replace("[calibration.overheads]", "[calibration.overheadz]"))
+    assert reusable_calibration(spec).startswith("it does not load")

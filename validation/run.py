@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from executor.measurement import write_json_atomic
-from hardware.errors import ConfigError
+from hardware.errors import ConfigError, ToolkitError
 from validation.loop import load_points, run_matrix
 from validation.matrix import MATRICES
 
@@ -30,11 +30,29 @@ QUICK_TTA_BATCHES = (32, 64, 128, 256)
 FULL_TTA_BATCHES = (32, 64, 128, 256, 512)
 
 
+def reusable_calibration(spec: Path) -> str | None:
+    """Why the calibrated spec in an output folder cannot be reused (None: it can). A spec written by an
+    older toolkit lacks the host speed probe references that the comparison needs, and one that does not
+    load (changed schema, edited by hand) is measured again rather than trusted."""
+    from hardware.catalog import load_system
+
+    try:
+        cal = load_system(spec).calibration
+    except ToolkitError as exc:
+        return f"it does not load ({exc})"
+    if cal is None or not cal.speed_probe_s:
+        return "it has no host speed probe references (written by an older toolkit)"
+    return None
+
+
 def _calibrate(out: Path, quick: bool, say: Callable[[str], None]) -> Path:
     spec = out / "calibration" / "local.toml"
     if spec.exists():
-        say(f"calibration: reusing {spec}")
-        return spec
+        why = reusable_calibration(spec)
+        if why is None:
+            say(f"calibration: reusing {spec}")
+            return spec
+        say(f"calibration: not reusing {spec}: {why}")
     from executor.calibrate import FULL, QUICK, calibrate, write_spec
 
     say("calibration: measuring this machine (compute, allreduce, overheads)")
