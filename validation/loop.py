@@ -137,25 +137,41 @@ def load_points(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def run_matrix(points: list[Point], out_dir: str | os.PathLike, *, system: str = "local", repeats: int = 1,
-               progress: Callable[[int, int, str], None] | None = None, timeout_s: float = 900.0
-               ) -> dict[str, Any]:
-    """Run every point not yet done (resumable) and return the error summary over all finished points."""
+               progress: Callable[[int, int, str], None] | None = None, timeout_s: float = 900.0,
+               control: Point | None = None, control_every: int = 4) -> dict[str, Any]:
+    """Run every point not yet done (resumable) and return the error summary over all finished points.
+
+    With ``control`` (:mod:`validation.control`): that configuration is run once before the first point (the
+    reference) and again after every ``control_every`` points and after the last; the summary's
+    ``noise_floor`` is the error a perfect model would show on those runs."""
+    from validation.control import ensure_control, load_controls, summarise_controls
+
     folder = Path(out_dir) / "points"
     folder.mkdir(parents=True, exist_ok=True)
     ordered = sorted(points, key=lambda p: (p.ranks > 1, p.ranks))
     done = {r["id"] for r in load_points(out_dir)}
+
+    def measure_control() -> dict[str, Any]:
+        return {"point_id": control.id, **_measure(control, system, repeats, timeout_s)}
+
+    if control is not None:
+        ensure_control(out_dir, "reference", measure_control)
     for i, point in enumerate(ordered):
         if progress:
             progress(i, len(ordered), point.id)
-        if point.id in done:
-            continue
-        result = run_point(point, system=system, repeats=repeats, timeout_s=timeout_s)
-        write_json_atomic(folder / f"{point.id}.json", result)
+        if point.id not in done:
+            result = run_point(point, system=system, repeats=repeats, timeout_s=timeout_s)
+            write_json_atomic(folder / f"{point.id}.json", result)
+        if control is not None and ((i + 1) % max(1, control_every) == 0 or i + 1 == len(ordered)):
+            ensure_control(out_dir, f"after-{i + 1:03d}", measure_control)
     if progress:
         progress(len(ordered), len(ordered), "done")
     wanted = {p.id for p in points}
     results = [r for r in load_points(out_dir) if r["id"] in wanted]
-    return summary_of(results)
+    summary = summary_of(results)
+    if control is not None:
+        summary["noise_floor"] = summarise_controls(*load_controls(out_dir))
+    return summary
 
 
 def summary_of(results: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -165,7 +165,9 @@ def _headline(results, summary) -> Section:
          f"max {_pct(sim.get('max_ape'))} %, bias {_pct(sim.get('bias'), True)} %"),
         ("measurement noise", noise_txt,
          "median SEM" + (f"; run-to-run {_pct(rep, digits=2)} %" if rep is not None else "")),
-    ]))
+    ] + ([("noise floor: perfect model", f"{_pct(summary['noise_floor']['mape'])} %",
+           f"max {_pct(summary['noise_floor']['max_ape'])} % over {summary['noise_floor']['count']} control runs")]
+         if (summary.get("noise_floor") or {}).get("mape") is not None else [])))
     machine = _machine_line(results)
     s.blocks.append(f"**{n} configurations** of data-parallel training were run for real{machine} and predicted "
                     "twice: by the analytic model and by the discrete-event simulation. The error is that of the "
@@ -192,6 +194,16 @@ def _headline(results, summary) -> Section:
                          f"max {_pct(raw.get('max_ape'))} %, bias {_pct(raw.get('bias'), True)} %. The scaling removes "
                          "the drift only approximately: the probe is a small workload, and when the host is slow it "
                          "tends to slow down more than a training step does, so large factors over-correct."))
+    floor = summary.get("noise_floor")
+    if floor and floor.get("mape") is not None:
+        s.blocks.append(("note",
+                         f"**Noise floor (control):** `{floor['point']}` was run right after the calibration and "
+                         f"again {floor['count']} times between the points. Taking that first run as a perfect "
+                         "model's prediction, scaled by the same speed factor, the later runs give a mean "
+                         f"|error| of {_pct(floor['mape'])} %, a max of {_pct(floor['max_ape'])} % and a bias of "
+                         f"{_pct(floor['bias'], True)} %; unscaled {_pct(floor['mape_raw'])} % / "
+                         f"{_pct(floor['max_ape_raw'])} %. Model errors of that size cannot be told apart from "
+                         "the host's drift (`validation.control`)."))
     if rep is not None:
         rep_txt = f"the run-to-run spread of repeated runs is {_pct(rep, digits=2)} % (median half-range)"
     else:
@@ -599,7 +611,7 @@ nav a { color:var(--accent); text-decoration:none; white-space:nowrap; }
 nav a:hover { text-decoration:underline; }
 code { font:12.5px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace;
   background:var(--soft); padding:1px 4px; border-radius:3px; }
-.cards { display:grid; grid-template-columns:repeat(4, 1fr); gap:12px; margin:14px 0 16px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(170px, 1fr)); gap:12px; margin:14px 0 16px; }
 .card { border:1px solid var(--line); border-radius:8px; padding:12px 14px; background:var(--soft); }
 .card .label { font-size:12px; color:var(--muted); text-transform:uppercase; letter-spacing:.03em; }
 .card .value { font-size:26px; font-weight:650; color:var(--accent); margin:2px 0; font-variant-numeric:tabular-nums; }

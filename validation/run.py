@@ -2,7 +2,8 @@
 
 1. Calibrate once: ``perfmodel calibrate`` writes ``OUT/calibration/local.toml`` (reused when present).
 2. The validation matrix (:mod:`validation.matrix`): per point, analytic prediction and simulation on the
-   calibrated spec, then the real run, then the errors (:mod:`validation.loop`).
+   calibrated spec, then the real run, then the errors (:mod:`validation.loop`). Between the points, the
+   noise-floor control (:mod:`validation.control`): the error a perfect model would show on this host.
 3. Time to accuracy on the bundled digits (:mod:`validation.tta`), predicted leave-one-out.
 4. Predictions against published results (:mod:`validation.published`).
 5. The report (:mod:`validation.report`): ``OUT/report.md`` and ``OUT/report.html``; the summary in
@@ -100,7 +101,10 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
         if i < n:
             say(f"[{i + 1}/{n}] {label}")
 
-    summary = run_matrix(points, out, system=system, repeats=reps, progress=progress)
+    from validation.control import CONTROL_POINT
+
+    summary = run_matrix(points, out, system=system, repeats=reps, progress=progress, control=CONTROL_POINT,
+                         control_every=2 if quick else 4)
     from validation.tta import run_tta
 
     say("time to accuracy on the bundled digits")

@@ -73,6 +73,8 @@ def run_measured(args: argparse.Namespace) -> int:
                                       "mape_iteration_raw", "max_ape_iteration_raw", "speed_factor", "report",
                                       "report_markdown", "matrix", "repeats", "noise", "components",
                                       "simulation_components", "system_spec", "wall_s")}
+                   | {"noise_floor": ({k: v for k, v in s["noise_floor"].items() if k != "runs"}
+                                      if s.get("noise_floor") else None)}
                    | {"time_to_accuracy": {k: s["time_to_accuracy"][k] for k in ("target_top1", "mape", "max_ape", "rows")},
                       "published": ({k: s["published"]["validation"][k] for k in ("median_abs_error_pct",
                                                                                   "max_abs_error_pct", "count")}
@@ -87,6 +89,10 @@ def run_measured(args: argparse.Namespace) -> int:
         f = s["speed_factor"]
         print(f"  (prediction scaled to the host's speed during each run, factor {f['min']:.2f}-{f['max']:.2f}; "
               f"unscaled: mean |error| {_pct(s['mape_iteration_raw'])}, max {_pct(s['max_ape_iteration_raw'])})")
+    nf = s.get("noise_floor") or {}
+    if nf.get("mape") is not None:
+        print(f"  noise floor (a perfect model, {nf['count']} control runs of {nf['point']}): mean |error| "
+              f"{_pct(nf['mape'])}, max {_pct(nf['max_ape'])}")
     for name in ("compute", "comm_total", "comm_exposed", "optimizer"):
         if c[name]["n"]:
             print(f"  {name:<13} mean |error| {_pct(c[name]['mape'])}, max {_pct(c[name]['max_ape'])} "
