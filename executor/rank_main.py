@@ -5,8 +5,9 @@ Per iteration, on every rank: fetch this rank's shard of the global batch, forwa
 hooks fill buckets and launch their allreduces on a communication thread), wait for the outstanding
 allreduces (``comm_wait_s`` = exposed communication), optimizer step (SGD, LARS or K-FAC; K-FAC's factor
 refresh and inversion every T steps). Timings are recorded per rank and gathered by rank 0, which writes
-the measurement atomically. With ``until_top1`` in the spec (real data), training runs epoch by epoch
-until the validation accuracy reaches the target (time to accuracy).
+the measurement atomically. With ``until_top1`` in the spec (real data), training evaluates on the
+validation split every ``eval_every_epochs`` of the config (fractions of an epoch allowed) and stops at the
+first evaluation at or above the target (time to accuracy; ``epochs_to_target`` is then fractional).
 
 Assumptions: synchronous data parallelism; the global batch is split evenly; a rank whose micro-batch is
 smaller than its share (``micro_batch`` in the spec) accumulates gradients over several forward/backward
@@ -15,6 +16,7 @@ passes and reduces once.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -186,13 +188,13 @@ def _train(spec: dict[str, Any], MPI) -> None:
         records.append(rec)
         train_wall += t5 - t0
         it += 1
-        if until_top1 is not None and batch.epoch_end:
+        if until_top1 is not None and evaluation_due(it, ipe, cfg.eval_every_epochs):
             acc = _evaluate(model, data, comm, MPI)
-            epoch = batch.epoch + 1
+            epoch = it / ipe
             evals.append({"epoch": epoch, "iteration": it, "top1": acc, "train_wall_s": train_wall,
                           "wall_s": time.perf_counter() - t_origin})
             model.train()
-            if acc >= float(until_top1) or (max_epochs and epoch >= max_epochs):
+            if acc >= float(until_top1) or (max_epochs and epoch >= max_epochs - 1e-9):
                 break
     wall = time.perf_counter() - t_origin
     if bucketer is not None:
@@ -263,6 +265,16 @@ def _inject(fault: dict) -> None:
     if fault.get("kind") == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     raise RuntimeError(f"injected fault at iteration {fault.get('iteration')}")
+
+
+def evaluation_due(it: int, iterations_per_epoch: int, every_epochs: float) -> bool:
+    """Whether a time-to-accuracy run evaluates after its ``it``-th iteration (counted from 1): each time
+    training crosses a multiple of ``every_epochs`` epochs (fractions allowed, e.g. 0.25: four evaluations
+    per epoch; at least one iteration apart), so ``every_epochs = 1`` evaluates at every epoch end."""
+    step = every_epochs * iterations_per_epoch
+    if step <= 1:
+        return True
+    return math.floor(it / step + 1e-9) > math.floor((it - 1) / step + 1e-9)
 
 
 def _evaluate(model, data, comm, MPI) -> float:

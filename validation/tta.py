@@ -3,7 +3,10 @@ small real dataset for several batch sizes, run to the target, compare.
 
 Data: scikit-learn's bundled 8x8 digits (nothing downloaded), model ``digits_cnn``, SGD with the linear
 scaling rule (``lr = 0.1 * B / 32``) and one epoch of warmup. Every run evaluates on the validation split
-at each epoch end and stops at the first evaluation at or above the target.
+every quarter epoch (``eval_every_epochs``; at least one iteration apart) and stops at the first evaluation
+at or above the target. (Evaluating only at epoch ends made the measurement itself coarse: a run that
+reaches the target early in its third epoch counted 3 epochs, and one that needs 2 or 3 epochs is a 50 %
+difference.)
 
 Prediction for batch ``B`` (leave-one-out, so no run predicts itself):
 
@@ -14,8 +17,8 @@ Prediction for batch ``B`` (leave-one-out, so no run predicts itself):
    interpolation between evaluations) is a record "at batch B, level t took e epochs" — the quantity the
    model describes; the early phase far below the target, which the power law does not describe, is left
    out;
-2. epochs to the target at ``B`` from the fit; training stops at an epoch end, so the predicted stopping
-   epoch is that number rounded up;
+2. epochs to the target at ``B`` from the fit; training stops at an evaluation, so the predicted stopping
+   point is that number rounded up to a multiple of ``eval_every_epochs``;
 3. wall time = the analytic predictor's time to train for that many epochs (iterations x iteration time,
    the per-epoch evaluations and start-up), on the calibrated ``local`` system.
 
@@ -35,15 +38,16 @@ from perfmodel.config import load_config
 from perfmodel.convergence import ConvergenceRecord, epochs_to_target, fit_convergence
 from perfmodel.predict import predict
 
-__all__ = ["TTA_DEFAULTS", "measure_tta", "predict_tta", "run_tta"]
+__all__ = ["TTA_DEFAULTS", "measure_tta", "predict_tta", "run_tta", "stopping_epoch"]
 
 TTA_DEFAULTS = {"model": "digits_cnn", "optimizer": "sgd", "target_top1": 95.0, "max_epochs": 40,
-                "ranks": 1, "warmup_epochs": 1.0, "lr_base": 0.1, "lr_base_batch": 32}
+                "ranks": 1, "warmup_epochs": 1.0, "lr_base": 0.1, "lr_base_batch": 32, "eval_every_epochs": 0.25}
 
 
 def _config(batch: int, opts: dict, system: str):
     return load_config(model=opts["model"], batch=batch, optimizer=opts["optimizer"], system=system, nodes=1,
                        ranks_per_node=opts["ranks"], data="digits", warmup_epochs=opts["warmup_epochs"],
+                       eval_every_epochs=opts["eval_every_epochs"],
                        optimizer_options={"lr_base": opts["lr_base"], "lr_base_batch": opts["lr_base_batch"]})
 
 
@@ -76,12 +80,18 @@ def crossing_records(run: dict[str, Any], target: float, span: float = 15.0, ste
     return out
 
 
+def stopping_epoch(epochs: float, every_epochs: float) -> float:
+    """The evaluation at which a run that needs ``epochs`` epochs stops: the first multiple of
+    ``every_epochs`` at or after it (at least one evaluation in)."""
+    return max(1, math.ceil(epochs / every_epochs - 1e-9)) * every_epochs
+
+
 def predict_tta(batch: int, others: Sequence[dict[str, Any]], opts: dict, system: str = "local") -> dict[str, Any]:
     """Predicted epochs and wall time to the target at ``batch`` from the curves of ``others``."""
     records = [r for o in others for r in crossing_records(o, opts["target_top1"])]
     params = fit_convergence(records, model=opts["model"], optimizer=opts["optimizer"])
     epochs = float(epochs_to_target(params, batch, opts["target_top1"]))
-    stop_epoch = max(1, math.ceil(epochs - 1e-9))
+    stop_epoch = stopping_epoch(epochs, opts["eval_every_epochs"])
     cfg = _config(batch, opts, system).replace(epochs=float(stop_epoch))
     pred = predict(cfg)
     return {"predicted_epochs": epochs, "predicted_stop_epoch": stop_epoch,
@@ -100,7 +110,8 @@ def run_tta(out_dir: str | os.PathLike, *, batches: Sequence[int] = (32, 64, 128
     for i, b in enumerate(batches):
         if progress:
             progress(i, len(batches), f"time to accuracy, batch {b}")
-        f = folder / f"B{b}-{opts['model']}-{opts['optimizer']}-r{opts['ranks']}-t{opts['target_top1']:g}.json"
+        f = folder / (f"B{b}-{opts['model']}-{opts['optimizer']}-r{opts['ranks']}-t{opts['target_top1']:g}"
+                      f"-e{opts['eval_every_epochs']:g}.json")
         if f.exists():
             measured.append(__import__("json").loads(f.read_text()))
             continue
