@@ -423,7 +423,7 @@ def _records_arrays(records: Sequence[ConvergenceRecord]) -> tuple[np.ndarray, n
 
 def fit_convergence(records: Sequence[ConvergenceRecord], *, a_ref: float | None = None,
                     fixed: Mapping[str, float] | None = None, initial: Mapping[str, float] | None = None,
-                    model: str = "", optimizer: str = "") -> ConvergenceParams:
+                    model: str = "", optimizer: str = "", space: str = "top1") -> ConvergenceParams:
     """Fit the convergence law to observed runs with ``scipy.optimize.least_squares``.
 
     The residual of a record is ``top1_at(B, E) - top1`` in top-1 points (unclipped): it stays finite
@@ -445,11 +445,20 @@ def fit_convergence(records: Sequence[ConvergenceRecord], *, a_ref: float | None
         Starting values for free parameters (replaces the starting grid for that parameter).
     model, optimizer : str
         Labels stored in the result.
+    space : {"top1", "epochs"}
+        Where the residual is taken. ``top1`` (default): ``top1_at(B, E) - top1`` in points, as above.
+        ``epochs``: ``log(epochs_to_target(B, top1) / E)``, for records of the form "level t was first
+        reached after E epochs" when the prediction wanted is epochs to a level (time to accuracy): in top-1
+        space a ceiling just above the highest level costs almost nothing, yet it sends the epochs to that
+        level towards infinity; in epoch space it is a large residual. The ceiling is then bounded strictly
+        above every observed level (by 0.1 point).
 
     Returns
     -------
     ConvergenceParams
     """
+    if space not in ("top1", "epochs"):
+        raise ConfigError("fit_convergence", "space", space, "must be 'top1' or 'epochs'")
     B, E, T = _records_arrays(records)
     fixed = dict(fixed or {})
     initial = dict(initial or {})
@@ -458,9 +467,12 @@ def fit_convergence(records: Sequence[ConvergenceRecord], *, a_ref: float | None
             raise ConfigError("fit_convergence", "fixed/initial", key,
                               f"unknown parameter (known: {', '.join(_PARAM_NAMES)})")
     a_ref = float(np.median(T)) if a_ref is None else float(a_ref)
-    a_lo = max(float(T.max()), a_ref + 1e-6)
+    a_lo = max(float(T.max()) + (0.1 if space == "epochs" else 0.0), a_ref + 1e-6)
     if "a_max" in fixed and not fixed["a_max"] > a_ref:
         raise ConfigError("fit_convergence", "fixed.a_max", fixed["a_max"], f"must exceed a_ref = {a_ref}")
+    if space == "epochs" and "a_max" in fixed and not fixed["a_max"] > float(T.max()):
+        raise ConfigError("fit_convergence", "fixed.a_max", fixed["a_max"],
+                          f"must exceed every observed level ({float(T.max()):g}) to fit in epoch space")
     if a_lo >= 100:
         raise ConfigError("fit_convergence", "records.top1", float(T.max()), "leaves no room for a ceiling <= 100")
     free = [n for n in _PARAM_NAMES if n not in fixed]
@@ -494,6 +506,9 @@ def fit_convergence(records: Sequence[ConvergenceRecord], *, a_ref: float | None
 
     def residual(x):
         v = unpack(x)
+        if space == "epochs":
+            return (math.log(v["e0_epochs"]) + v["k"] * (math.log(v["a_max"] - a_ref) - np.log(v["a_max"] - T))
+                    + np.log1p(B / v["b_crit"]) - np.log(E))
         return _top1_raw(v["e0_epochs"], a_ref, v["a_max"], v["k"], v["b_crit"], B, E) - T
 
     from scipy.optimize import least_squares  # local: scipy is only needed to fit

@@ -365,6 +365,40 @@ def test_fit_respects_fixed_params():
     assert epochs_to_target(auto, 512, 91.5) == pytest.approx(epochs_to_target(truth, 512, 91.5), rel=1e-4)
 
 
+def _crossings(p: ConvergenceParams) -> list[ConvergenceRecord]:
+    """Time-to-accuracy records: the epochs at which each level from 85 to 92 % is first reached."""
+    return [ConvergenceRecord(batch=b, epochs=float(epochs_to_target(p, b, t)), top1=t)
+            for b in (32, 64, 128, 512) for t in (85.0, 87.5, 90.0, 92.0)]
+
+
+def test_fit_in_epoch_space_recovers_known_params_and_predicts_a_new_batch():
+    truth = ConvergenceParams(e0_epochs=20.0, a_ref=88.75, a_max=93.0, k=0.6, b_crit=200.0)
+    got = fit_convergence(_crossings(truth), space="epochs")
+    assert got.a_ref == pytest.approx(88.75)            # the median level
+    for f in ("e0_epochs", "a_max", "k", "b_crit"):
+        assert getattr(got, f) == pytest.approx(getattr(truth, f), rel=1e-4), f
+    assert epochs_to_target(got, 256, 92.0) == pytest.approx(epochs_to_target(truth, 256, 92.0), rel=1e-4)
+
+
+def test_epoch_space_keeps_the_ceiling_above_the_levels():
+    # noisy crossings up to the target: the fitted ceiling stays > 0.1 point above the highest level, so the
+    # epochs to that level are finite, and close to the observed ones
+    rng = np.random.default_rng(3)
+    truth = ConvergenceParams(e0_epochs=3.0, a_ref=88.0, a_max=97.0, k=1.0, b_crit=100.0)
+    recs = [ConvergenceRecord(r.batch, r.epochs * float(np.exp(0.15 * rng.standard_normal())), r.top1)
+            for r in (ConvergenceRecord(batch=b, epochs=float(epochs_to_target(truth, b, t)), top1=t)
+                      for b in (32, 64, 128, 256) for t in (80.0, 85.0, 90.0, 95.0))]
+    got = fit_convergence(recs, space="epochs")
+    assert got.a_max >= 95.1 - 1e-9
+    for b in (64, 256):
+        obs = [r.epochs for r in recs if r.batch == b and r.top1 == 95.0][0]
+        assert 0.5 * obs < epochs_to_target(got, b, 95.0) < 2 * obs
+    with pytest.raises(ConfigError, match="space"):
+        fit_convergence(recs, space="loss")
+    with pytest.raises(ConfigError, match="every observed level"):
+        fit_convergence(recs, space="epochs", fixed={"a_max": 95.0})
+
+
 @pytest.mark.parametrize("records,field", [
     ([], "records"),
     ([ConvergenceRecord(0, 10, 50)], "records[0].batch"),

@@ -16,7 +16,9 @@ Prediction for batch ``B`` (leave-one-out, so no run predicts itself):
    crossed each accuracy level from ``target - 15`` to the target in steps of 2.5 points (linear
    interpolation between evaluations) is a record "at batch B, level t took e epochs" — the quantity the
    model describes; the early phase far below the target, which the power law does not describe, is left
-   out;
+   out. The fit minimises the log-ratio of predicted to observed epochs (``space="epochs"``): fitted on
+   accuracy instead, the ceiling could settle just above the target and send the predicted epochs to the
+   target towards infinity (seen: a million epochs predicted for 2.5 measured);
 2. epochs to the target at ``B`` from the fit; training stops at an evaluation, so the predicted stopping
    point is that number rounded up to a multiple of ``eval_every_epochs``;
 3. wall time = the analytic predictor's time to train for that many epochs (iterations x iteration time,
@@ -89,7 +91,7 @@ def stopping_epoch(epochs: float, every_epochs: float) -> float:
 def predict_tta(batch: int, others: Sequence[dict[str, Any]], opts: dict, system: str = "local") -> dict[str, Any]:
     """Predicted epochs and wall time to the target at ``batch`` from the curves of ``others``."""
     records = [r for o in others for r in crossing_records(o, opts["target_top1"])]
-    params = fit_convergence(records, model=opts["model"], optimizer=opts["optimizer"])
+    params = fit_convergence(records, model=opts["model"], optimizer=opts["optimizer"], space="epochs")
     epochs = float(epochs_to_target(params, batch, opts["target_top1"]))
     stop_epoch = stopping_epoch(epochs, opts["eval_every_epochs"])
     cfg = _config(batch, opts, system).replace(epochs=float(stop_epoch))
