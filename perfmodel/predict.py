@@ -21,7 +21,8 @@ Assumptions (each an approximation, marked):
 
 - Ranks are identical: no jitter, no stragglers (the discrete-event simulator adds them), except on a
   calibrated system that measured its compute jitter: there the step waits for the slowest rank, the
-  expected maximum of ``ranks`` normal draws (``sync_wait_s`` in the breakdown).
+  expected maximum of ``ranks`` normal draws, beyond the slowest of the ranks that shared the device in
+  the calibration, which its compute times already are (``sync_wait_s`` in the breakdown; 0 on one node).
 - Several ranks on one device (CPU ranks on shared cores) each get ``devices / ranks`` of the device; a
   calibrated device's efficiency curve for that many sharing ranks is used when it has one
   (:meth:`hardware.specs.DeviceSpec.efficiency_for`: the sharing changes the cores, and so the threads, a
@@ -175,20 +176,30 @@ def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: 
     return micro, steps
 
 
+def measured_together(share: float, ranks: int) -> int:
+    """How many ranks a calibrated compute time is already the slowest of: ``bench compute`` runs the ``share``
+    ranks that share a device at once, step by step, and keeps the slowest rank's time of every step; so
+    on one device the wait for the slowest rank is part of the calibrated compute (1 to ``ranks``)."""
+    return max(1, min(int(ranks), int(round(share))))
+
+
 def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarray) -> np.ndarray | None:
-    """Expected wait for the slowest of ``ranks`` ranks: with a calibrated compute jitter (coefficient of
-    variation ``cv`` of one rank's compute time, normal), a synchronous step takes ``E[max of ranks draws]``
-    times the calibrated compute, so the wait is ``(E[max] - 1) * compute``. The calibrated compute is the
-    typical step (median of the fastest half of the repetitions, ``bench compute``), which leaves out the
-    slow tail that the slowest rank of every step brings. None without a calibration (catalog systems:
-    ranks are identical, as in the rest of this model; the simulator samples stragglers)."""
+    """Expected extra wait for the slowest of ``ranks`` ranks: with a calibrated compute jitter (coefficient
+    of variation ``cv`` of one rank's compute time, normal), a synchronous step takes ``E[max of ranks
+    draws]`` times one rank's nominal compute. The calibrated compute is already the slowest of the
+    :func:`measured_together` ranks that shared the device during the calibration, so the wait added is
+    ``(E[max_ranks] / E[max_m] - 1) * compute``: nothing for a run on the one calibrated node (counting it
+    again over-predicted 4 ranks on this machine by up to 25 %), more for several such nodes. None without a
+    calibration (catalog systems: ranks are identical, as in the rest of this model; the simulator samples
+    stragglers)."""
     cal = system.calibration
     if cal is None or ranks < 2:
         return None
     cv = cal.jitter_for(share)
     if cv <= 0:
         return None
-    return (Variability("normal", cv).expected_max(ranks) - 1.0) * compute_s
+    v = Variability("normal", cv)
+    return (v.expected_max(ranks) / v.expected_max(measured_together(share, ranks)) - 1.0) * compute_s
 
 
 def _optimizer_bw_Bps(system: SystemSpec, share: float) -> float:

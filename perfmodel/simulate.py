@@ -25,6 +25,7 @@ analytic one-node iteration (weak scaling), like the predictor's.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from perfmodel.config import RunConfig
 from perfmodel.network import best_profiles
 from perfmodel.optimizers import get_optimizer
 from perfmodel.optimizers.kfac import count_refreshes
-from perfmodel.predict import Prediction, iteration_model, predict, resolve
+from perfmodel.predict import Prediction, iteration_model, measured_together, predict, resolve
 from perfmodel.provenance import machine_description, software_versions
 from perfmodel.sim.engine import Collective, EngineModel, EngineResult, OptimizerPlan, run_engine
 from perfmodel.sim.trace import TraceWriter
@@ -206,13 +207,22 @@ def _check_options(seed: Any, iterations: Any, background_gbps: Any, max_infligh
         raise ConfigError(_SOURCE, "max_inflight_buckets", max_inflight_buckets, "must be an integer >= 1")
 
 
-def _calibrated_jitter(model: EngineModel) -> Variability | None:
-    """Normal jitter with the system's calibrated compute CV at this rank sharing (None without one)."""
+def _calibrated_jitter(model: EngineModel) -> tuple[Variability, EngineModel] | None:
+    """Normal jitter with the system's calibrated compute CV at this rank sharing, and ``model`` with its
+    compute divided by the expected slowest of the :func:`~perfmodel.predict.measured_together` ranks: the
+    calibrated compute is already that slowest rank's time, so each rank's nominal time is that much less and
+    the sampled slowest of all ranks averages the calibrated time again on the calibrated node (None without
+    a calibration or jitter)."""
     cal = model.system.calibration
     if cal is None:
         return None
-    cv = cal.jitter_for(max(1.0, model.ranks_per_node / model.system.devices_per_node))
-    return Variability("normal", cv) if cv > 0 else None
+    share = max(1.0, model.ranks_per_node / model.system.devices_per_node)
+    cv = cal.jitter_for(share)
+    if cv <= 0:
+        return None
+    var = Variability("normal", cv)
+    e = var.expected_max(measured_together(share, model.ranks))
+    return var, dataclasses.replace(model, fwd_layer_s=model.fwd_layer_s / e, bwd_layer_s=model.bwd_layer_s / e)
 
 
 def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, jitter: Variability | None = None,
@@ -253,7 +263,11 @@ def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, ji
     K = DEFAULT_ITERATIONS if iterations is None else iterations
     _check_options(seed, K, background_gbps, max_inflight_buckets, network)
     model, pred = build_engine_model(cfg, int(K), prediction)
-    var = jitter or _calibrated_jitter(model) or NO_VARIABILITY
+    calibrated = _calibrated_jitter(model) if jitter is None else None
+    if calibrated is not None:
+        var, model = calibrated
+    else:
+        var = jitter or NO_VARIABILITY
     rng = np.random.default_rng(int(seed))
     tw = TraceWriter() if trace_path is not None else None
     res: EngineResult = run_engine(model, int(K), var, rng, background_Bps=float(background_gbps) * 1e9 / 8,
