@@ -37,23 +37,30 @@ def summarise(per_rank: Sequence[Sequence[Mapping[str, Any]]], global_batch: int
     (``iteration_p50_s``, ``iteration_p99_s``, ``iteration_std_s``, ``iteration_min_s``) and the number of
     measured iterations.
 
+    The iteration time of an iteration is the slowest rank's. Its breakdown is that of the *critical* rank:
+    the one that finished its data loading, forward and backward last. Its wait for the allreduce is the
+    communication that no rank could hide, so ``comm_exposed_s`` is not inflated by the other ranks' wait
+    for it, and ``compute_s`` is the slowest rank's compute, as the cost models book them (a calibrated
+    compute time is the slowest of the ranks measured together).
+
     K-FAC computes its factors inside the forward/backward hooks of a refresh iteration (``kfac_factor_s``);
     ``compute_s`` excludes that time and ``optimizer_s`` includes it, as the cost models book it
     (``forward_s``/``backward_s`` stay as timed).
     """
     n_iter = min(len(r) for r in per_rank)
-    slowest = []
+    slowest, critical = [], []
     for i in range(n_iter):
         recs = [r[i] for r in per_rank]
         if recs[0].get("warmup"):
             continue
         slowest.append(max(recs, key=lambda rec: rec["iteration_s"]))
+        critical.append(max(recs, key=lambda rec: rec.get("data_s", 0.0) + rec["forward_s"] + rec["backward_s"]))
     if not slowest:
         raise ValueError("no measured (non-warm-up) iterations")
     it = np.array([r["iteration_s"] for r in slowest])
 
     def mean(key: str) -> float:
-        return float(np.mean([r.get(key, 0.0) for r in slowest]))
+        return float(np.mean([r.get(key, 0.0) for r in critical]))
 
     iteration_s = float(it.mean())
     breakdown = {
