@@ -139,7 +139,7 @@ def _check_count(value: int, field: str, minimum: int = 1) -> int:
 def parse_int_list(text: str | Sequence[int], field: str) -> list[int]:
     """``"1,2,4"`` -> ``[1, 2, 4]`` (positive integers); ConfigError naming ``field`` otherwise."""
     if isinstance(text, str):
-        parts = [p.strip() for p in text.split(",") if p.strip()]
+        parts = _names(text)
         try:
             vals = [int(p) for p in parts]
         except ValueError:
@@ -654,6 +654,11 @@ def _kfac_arg(text: str | None) -> tuple[str, int] | None:
     return name.strip(), parse_int_list(batch, "kfac")[0]
 
 
+def _names(text: str) -> list[str]:
+    """The non-empty names of a comma-separated list."""
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; rank 0 prints. Returns the exit status."""
     args = _parser().parse_args(argv)
@@ -661,19 +666,19 @@ def main(argv: list[str] | None = None) -> int:
     lb = None
     if args.layer_batches is not None:
         lb = [] if args.layer_batches.strip().lower() == "none" else parse_int_list(args.layer_batches, "layer_batches")
-    opts = [] if args.optimizers.strip().lower() == "none" else [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    opts = [] if args.optimizers.strip().lower() == "none" else _names(args.optimizers)
     say = None if args.quiet or sync.rank != 0 else (lambda msg: print(f"bench compute: {msg}", file=sys.stderr,
                                                                         flush=True))
-    doc = run_compute_bench([m.strip() for m in args.models.split(",") if m.strip()],
+    doc = run_compute_bench(_names(args.models),
                             parse_int_list(args.batches, "batches"), args.threads, layer_batches=lb,
                             repeats=args.repeats, gemm_n=_check_count(args.gemm_n, "gemm_n", 16),
                             memory_bytes=_check_count(args.memory_mb, "memory_mb") << 20, optimizers=opts,
                             bucketer=not args.no_bucketer, model_batches=_model_batches(args.model_batches),
                             aux_models=None if args.aux_models is None else
-                            [m.strip() for m in args.aux_models.split(",") if m.strip()],
+                            _names(args.aux_models),
                             kfac=_kfac_arg(args.kfac), sync=sync, progress=say,
                             bucketer_models=None if args.bucketer_models is None else
-                            [m.strip() for m in args.bucketer_models.split(",") if m.strip()])
+                            _names(args.bucketer_models))
     if sync.rank == 0:
         text = json.dumps(doc, indent=1)
         if args.out:

@@ -198,8 +198,11 @@ def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarr
     cv = cal.jitter_for(share)
     if cv <= 0:
         return None
+    m = measured_together(share, ranks)
+    if m >= ranks:   # the calibrated node: the wait is in the compute already (and no quadrature to run)
+        return np.zeros_like(compute_s)
     v = Variability("normal", cv)
-    return (v.expected_max(ranks) / v.expected_max(measured_together(share, ranks)) - 1.0) * compute_s
+    return (v.expected_max(ranks) / v.expected_max(m) - 1.0) * compute_s
 
 
 def _optimizer_bw_Bps(system: SystemSpec, share: float) -> float:

@@ -15,11 +15,11 @@ control run after the matrix's NNN-th point), each the measurement of :func:`val
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from executor.measurement import write_json_atomic
+from validation.errors import error_stats
 from validation.matrix import Point
 
 __all__ = ["CONTROL_POINT", "control_error", "ensure_control", "load_controls", "summarise_controls"]
@@ -78,13 +78,6 @@ def control_error(reference: Mapping[str, Any], run: Mapping[str, Any]) -> dict[
             "error_raw_pct": 100.0 * (ref_s - meas_s) / meas_s}
 
 
-def _stats(errs: Sequence[float]) -> dict[str, float | None]:
-    if not errs:
-        return {"mape": None, "max_ape": None, "bias": None}
-    return {"mape": statistics.fmean(abs(e) for e in errs), "max_ape": max(abs(e) for e in errs),
-            "bias": statistics.fmean(errs)}
-
-
 def summarise_controls(reference: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The noise floor: count, MAPE, max and bias of the control errors, scaled and raw (None without a
     reference or any later run)."""
@@ -94,8 +87,9 @@ def summarise_controls(reference: Mapping[str, Any] | None, runs: Sequence[Mappi
     for r in runs:
         e = control_error(reference, r)
         rows.append({"name": r.get("name"), "measured_s": r["iteration_s"], **e})
-    scaled = _stats([r["error_pct"] for r in rows if r["error_pct"] is not None])
-    raw = _stats([r["error_raw_pct"] for r in rows])
+    scaled = error_stats(r["error_pct"] for r in rows if r["error_pct"] is not None)
+    raw = error_stats(r["error_raw_pct"] for r in rows)
     return {"point": reference.get("point_id", CONTROL_POINT.id), "reference_s": reference["iteration_s"],
-            "count": len(rows), **scaled, "mape_raw": raw["mape"], "max_ape_raw": raw["max_ape"],
+            "count": len(rows), "mape": scaled["mape"], "max_ape": scaled["max_ape"], "bias": scaled["bias"],
+            "mape_raw": raw["mape"], "max_ape_raw": raw["max_ape"],
             "bias_raw": raw["bias"], "runs": rows}

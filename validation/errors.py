@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["COMPONENTS", "component_errors", "summarise_errors", "noise_pct"]
+__all__ = ["COMPONENTS", "component_errors", "error_stats", "summarise_errors", "noise_pct"]
 
 #: component -> key in the predict/measure breakdown ("iteration" is the whole step)
 COMPONENTS: dict[str, str] = {
@@ -70,15 +70,16 @@ def noise_pct(iteration_times_s: Iterable[float], repeat_means_s: Iterable[float
     return {"cv_pct": cv, "robust_cv_pct": robust, "sem_pct": sem, "repeat_pct": rep}
 
 
+def error_stats(errors_pct: Iterable[float]) -> dict[str, Any]:
+    """``n``, ``mape``, ``max_ape`` and ``bias`` (percent) of signed percent errors (None when there are none)."""
+    e = np.asarray(list(errors_pct), dtype=float)
+    return {"n": int(e.size), "mape": float(np.abs(e).mean()) if e.size else None,
+            "max_ape": float(np.abs(e).max()) if e.size else None, "bias": float(e.mean()) if e.size else None}
+
+
 def summarise_errors(points: Iterable[Mapping[str, Any]], method: str = "analytic") -> dict[str, dict[str, Any]]:
     """MAPE, max APE, bias and count per component over ``points`` (results of :mod:`validation.loop`)."""
-    out: dict[str, dict[str, Any]] = {}
     pts = list(points)
-    for name in COMPONENTS:
-        errs = [p["errors"][method][name]["error_pct"] for p in pts
-                if p.get("errors", {}).get(method, {}).get(name, {}).get("error_pct") is not None]
-        e = np.asarray(errs, dtype=float)
-        out[name] = {"n": int(e.size), "mape": float(np.abs(e).mean()) if e.size else None,
-                     "max_ape": float(np.abs(e).max()) if e.size else None,
-                     "bias": float(e.mean()) if e.size else None}
-    return out
+    return {name: error_stats(p["errors"][method][name]["error_pct"] for p in pts
+                              if p.get("errors", {}).get(method, {}).get(name, {}).get("error_pct") is not None)
+            for name in COMPONENTS}

@@ -23,8 +23,8 @@ What the spec says
   (the executor's validation runs do); a run on fewer hosts gets more of the CPU than the spec says.
 - ``[calibration.overheads]``: the base system's executor overheads, when it has them (CPU costs of the
   training loop, not of the network); ``[calibration.speed_probe_ms]``: the base system's host speed probe
-  at ``k * H`` ranks as the reference of ``k`` ranks per host (:mod:`executor.speed_probe`). The base's measured allreduce costs are NOT copied (they describe
-  shared memory, not this network).
+  at ``k * H`` ranks as the reference of ``k`` ranks per host (:mod:`executor.speed_probe`). The base's
+  measured allreduce costs are NOT copied (they describe shared memory, not this network).
 """
 from __future__ import annotations
 
