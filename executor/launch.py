@@ -94,8 +94,79 @@ def _is_emulated(system: str | None) -> bool:
     return is_emulated_system(system)
 
 
-def _diagnose(run_dir: Path, stderr: str, returncode: int) -> str:
-    """One line naming the failing rank and the reason, from the ranks' own reports or their PID files."""
+def _rank_pids(run_dir: Path) -> dict[int, int]:
+    """``{pid: rank}`` from the PID files the ranks write at start (``run_dir/pids/rank-R.pid``)."""
+    pids = {}
+    for f in (run_dir / "pids").glob("rank-*.pid"):
+        try:
+            pids[int(f.read_text().strip())] = int(f.stem.split("-")[1])
+        except ValueError:
+            continue
+    return pids
+
+
+class _DeathWatch:
+    """Waits for the job while noting which local rank died first (Linux pidfds: woken at each death).
+
+    When a rank is killed (SIGKILL leaves no report of its own), hydra stops the others at once, and its
+    banner sometimes names one of those instead. The rank seen dead *alone*, before any other, is the one
+    that failed. Only for launchers whose ranks run on this machine (their PIDs, from the ranks' PID files,
+    are local). A rank that leaves ``pids/rank-R.done`` exited cleanly and is not a death.
+    """
+
+    def __init__(self, run_dir: Path, ranks: int):
+        self.run_dir, self.ranks = run_dir, ranks
+        self.fds: dict[int, tuple[int, int]] = {}     # pidfd -> (rank, pid)
+        self.seen: set[int] = set()                   # ranks whose PID was taken up
+        self.first: tuple[int, int] | None = None     # (rank, pid); None where none, or several at once
+        self.decided = False
+
+    def _dead(self, batch: list[tuple[int, int]]) -> None:
+        batch = [(r, p) for r, p in batch if not (self.run_dir / "pids" / f"rank-{r}.done").exists()]
+        if batch and not self.decided:
+            self.first, self.decided = (batch[0] if len(batch) == 1 else None), True
+
+    def wait(self, proc: subprocess.Popen, timeout_s: float) -> int:
+        """``proc.wait`` with a deadline (raises ``subprocess.TimeoutExpired``), watching the ranks."""
+        import select
+
+        deadline = time.monotonic() + timeout_s
+        own = os.pidfd_open(proc.pid)
+        try:
+            while True:
+                if len(self.seen) < self.ranks:
+                    gone = []
+                    for pid, rank in _rank_pids(self.run_dir).items():
+                        if rank in self.seen:
+                            continue
+                        self.seen.add(rank)
+                        try:
+                            self.fds[os.pidfd_open(pid)] = (rank, pid)
+                        except ProcessLookupError:
+                            gone.append((rank, pid))
+                    self._dead(gone)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout_s)
+                wait = left if len(self.seen) == self.ranks else min(left, 0.1)
+                ready = select.select([own, *self.fds], [], [], wait)[0]
+                died = [fd for fd in ready if fd in self.fds]
+                self._dead([self.fds[fd] for fd in died])
+                for fd in died:
+                    os.close(fd)
+                    del self.fds[fd]
+                if own in ready:
+                    return proc.wait()
+        finally:
+            os.close(own)
+            for fd in self.fds:
+                os.close(fd)
+            self.fds.clear()
+
+
+def _diagnose(run_dir: Path, stderr: str, returncode: int, first_dead: tuple[int, int] | None = None) -> str:
+    """One line naming the failing rank and the reason: from the ranks' own reports, else the rank seen
+    to die first (``first_dead``: rank, pid), else hydra's banner and the ranks' PID files."""
     for f in sorted((run_dir / "errors").glob("rank-*.txt")):   # written by the failing rank itself
         line = f.read_text(errors="replace").strip()
         m = re.match(r"^rank (\d+): (.+)$", line)
@@ -104,14 +175,13 @@ def _diagnose(run_dir: Path, stderr: str, returncode: int) -> str:
     m = re.search(r"^rank (\d+): (.+)$", stderr, flags=re.MULTILINE)
     if m:
         return f"rank {m.group(1)} failed: {m.group(2).strip()}"
-    pids = {}
-    for f in (run_dir / "pids").glob("rank-*.pid"):
-        try:
-            pids[int(f.read_text().strip())] = int(f.stem.split("-")[1])
-        except ValueError:
-            continue
+    pids = _rank_pids(run_dir)
     m = re.search(r"PID (\d+) RUNNING AT (\S+)\s*\n=\s*EXIT CODE: (\d+)", stderr)
     sig = re.search(r"terminated with the exit string: (.+)", stderr, flags=re.IGNORECASE)
+    if first_dead is not None and (not m or pids.get(int(m.group(1))) != first_dead[0]):
+        rank, pid = first_dead
+        why = sig.group(1).strip() if sig else (f"exit code {m.group(3)}" if m else f"exit code {returncode}")
+        return f"rank {rank} (pid {pid}) died first, the others were stopped after it; the launcher says: {why}"
     if m:
         rank = pids.get(int(m.group(1)))
         who = f"rank {rank}" if rank is not None else f"process {m.group(1)}"
@@ -197,8 +267,10 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
     start = time.monotonic()
     with open(err_path, "w") as err, open(out_path, "w") as sout:
         proc = subprocess.Popen(cmd, stdout=sout, stderr=err, env=env, start_new_session=True)
+        local = launcher in ("mpiexec", "emulated") and not hostfile and ranks > 1 and hasattr(os, "pidfd_open")
+        watch = _DeathWatch(run_dir, ranks) if local else None
         try:
-            rc = proc.wait(timeout=timeout_s)
+            rc = watch.wait(proc, timeout_s) if watch else proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -211,8 +283,8 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
     # hydra prints its "BAD TERMINATION" banner on stdout; the ranks' own reports go to stderr
     stderr = err_path.read_text(errors="replace") + "\n" + out_path.read_text(errors="replace")
     if rc != 0:
-        raise RunFailed(f"run failed after {time.monotonic() - start:.1f} s: {_diagnose(run_dir, stderr, rc)} "
-                        f"(logs in {run_dir})")
+        why = _diagnose(run_dir, stderr, rc, watch.first if watch else None)
+        raise RunFailed(f"run failed after {time.monotonic() - start:.1f} s: {why} (logs in {run_dir})")
     try:
         with open(result_path, encoding="utf-8") as fh:
             result = json.load(fh)

@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     from executor.mpi_utils import run_guarded
 
     run_guarded(_train, spec, MPI, comm=MPI.COMM_WORLD)
+    # a clean exit is not a death: the launcher's death watch skips ranks that leave this mark
+    with open(os.path.join(spec["run_dir"], "pids", f"rank-{MPI.COMM_WORLD.Get_rank()}.done"), "w"):
+        pass
     return 0
 
 

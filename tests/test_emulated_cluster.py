@@ -327,17 +327,15 @@ def test_ping_reflects_the_delay(cluster):
     assert 400e-6 <= min(rtts) and statistics.median(rtts) < 400e-6 + 2e-3
 
 
-@needs_netns
-@pytest.mark.slow
-def test_tcp_between_namespaces_follows_the_shaped_rate(cluster):
-    nbytes = 15_000_000   # 0.13 s at 0.94 Gbit/s of payload; unshaped veth/TAP traffic is several times faster
+def _shaped_transfer_gbps(nbytes: int, port: int) -> float:
+    """Payload rate (Gbit/s) of one TCP transfer of nbytes from h0 to h1 through the emulated link."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     sink = subprocess.Popen([nx.tool("ip"), "netns", "exec", f"{PREFIX}h1", sys.executable, "-m",
-                             "executor.cluster.probe", "tcp-sink", "7999", str(nbytes), "20"],
+                             "executor.cluster.probe", "tcp-sink", str(port), str(nbytes), "20"],
                             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert sink.stdout.readline().strip() == "ready"
-        sent = _in_ns(f"{PREFIX}h0", "tcp-send", "10.77.0.2", "7999", str(nbytes), "20")
+        sent = _in_ns(f"{PREFIX}h0", "tcp-send", "10.77.0.2", str(port), str(nbytes), "20")
         assert sent.returncode == 0, sent.stderr
         got = json.loads(sink.communicate(timeout=30)[0].strip().splitlines()[-1])
     finally:
@@ -345,8 +343,24 @@ def test_tcp_between_namespaces_follows_the_shaped_rate(cluster):
             sink.kill()
             sink.wait()
     assert got["bytes"] == nbytes
-    gbps = got["bytes"] * 8 / got["seconds"] / 1e9
-    assert 0.7 < gbps < 1.0 * 1448 / 1538 * 1.03
+    return got["bytes"] * 8 / got["seconds"] / 1e9
+
+
+@needs_netns
+@pytest.mark.slow
+def test_tcp_between_namespaces_follows_the_shaped_rate(cluster):
+    nbytes = 15_000_000   # 0.13 s at 0.94 Gbit/s of payload; unshaped veth/TAP traffic is several times faster
+    ceiling = 1.0 * 1448 / 1538 * 1.03   # the 1 Gbit/s line rate less TCP/IP and Ethernet framing, +3 %
+    # The shaper is a ceiling; on a busy 2-core host a transfer can fall below it (the userspace link and
+    # both endpoints share the cores), never above. So every transfer must stay under the ceiling, and the
+    # best of up to three must come close to it (one slow sample is host load, not the shaper).
+    rates = []
+    for attempt in range(3):
+        rates.append(_shaped_transfer_gbps(nbytes, 7999 + attempt))
+        assert rates[-1] < ceiling, rates
+        if rates[-1] > 0.7:
+            break
+    assert max(rates) > 0.7, rates
 
 
 @needs_netns
