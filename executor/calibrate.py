@@ -74,7 +74,8 @@ from hardware.errors import ConfigError, ToolkitError
 __all__ = [
     "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
     "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
-    "fit_compute", "fit_kernel_launch", "fit_bucketer", "merge_compute_docs", "calibrate", "render_system_toml",
+    "fit_compute", "fit_kernel_launch", "fit_bucketer", "merge_compute_docs", "combine_sessions", "normalise_raw",
+    "measure_calibration", "fit_calibration", "calibrate", "render_system_toml",
     "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
 ]
 
@@ -630,6 +631,58 @@ def merge_compute_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _identity(row: Mapping[str, Any]) -> tuple:
+    """What names a measured row: its text and integer fields (model, batch, algorithm, ranks, nbytes)."""
+    return tuple(sorted((k, v) for k, v in row.items() if isinstance(v, (str, int)) and not isinstance(v, bool)))
+
+
+def combine_sessions(docs: Sequence[Any]) -> Any:
+    """Merge one benchmark document (or part of one) measured in several calibration sessions.
+
+    Every positive float (a time, a rate, a probe) becomes the geometric mean over the sessions that have it;
+    so the ratio of any two measured times, such as a model's step over the host speed probe sampled with
+    it, is the geometric mean of the sessions' ratios. Text, integers and booleans are the first session's.
+    Lists of rows are matched by :func:`_identity` (rows measured in only some sessions are kept as they
+    are); other lists of equal length are merged item by item.
+    """
+    docs = [d for d in docs if d is not None]
+    if not docs:
+        raise ConfigError(SOURCE, "calibration sessions", 0, "nothing to merge")
+    first = docs[0]
+    if isinstance(first, bool) or isinstance(first, (str, int)) or first is None:
+        return first
+    if isinstance(first, float):
+        vals = [float(d) for d in docs if isinstance(d, (int, float)) and not isinstance(d, bool)]
+        if all(v == vals[0] for v in vals):   # one session (or identical ones): exactly itself
+            return vals[0]
+        if all(v > 0 for v in vals):
+            return float(np.exp(np.mean(np.log(vals))))
+        return float(np.mean(vals))
+    if isinstance(first, Mapping):
+        return {k: combine_sessions([d[k] for d in docs if isinstance(d, Mapping) and k in d]) for k in first}
+    if isinstance(first, list):
+        if first and all(isinstance(r, Mapping) for d in docs for r in d):
+            groups: dict[tuple, list[Mapping[str, Any]]] = {}
+            for d in docs:
+                for r in d:
+                    groups.setdefault(_identity(r), []).append(r)
+            return [combine_sessions(g) for g in groups.values()]
+        if all(isinstance(d, list) and len(d) == len(first) for d in docs):
+            return [combine_sessions(list(items)) for items in zip(*docs)]
+    return first
+
+
+def normalise_raw(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A session's ``raw`` document as :func:`calibrate` keeps it, after a JSON round trip (rank counts back
+    to integer keys). A document without the compute and allreduce measurements is a clear error."""
+    try:
+        return {**raw, "compute": {int(k): v for k, v in raw["compute"].items()},
+                "allreduce": {int(k): v for k, v in raw["allreduce"].items()}}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ConfigError(SOURCE, "earlier session", str(raw)[:60],
+                          "not a calibration's raw document (needs 'compute' and 'allreduce' by rank count)") from None
+
+
 def _cpu_mhz() -> float | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -650,24 +703,16 @@ def _mem_total_gib() -> float | None:
     return None
 
 
-def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] | None = None,
-              timeout_s: float = 900.0) -> dict[str, Any]:
-    """Run the benchmarks of ``plan`` on this machine and fit every parameter (see the module docstring).
-
-    The compute jobs (one per rank count) are repeated ``plan.compute_rounds`` times and merged with
-    :func:`merge_compute_docs` (the fastest round per item).
-
-    Returns a JSON-ready report: ``machine``, ``device`` (peak, bandwidth, curves, layer overhead),
-    ``compute_fit``, ``allreduce_fit``, ``overheads``, the raw benchmark documents (``raw``) and
-    ``elapsed_s``. :func:`write_spec` turns it into spec files.
-    """
+def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] | None = None,
+                        timeout_s: float = 900.0) -> dict[str, Any]:
+    """Run the benchmarks of ``plan`` on this machine: one calibration *session*. Returns its raw documents
+    (JSON-ready): ``compute`` (per rank count, one ``bench compute`` document per round), ``allreduce`` (per
+    rank count), ``plan``, ``date``, ``host``, ``cores`` and ``elapsed_s``. :func:`fit_calibration` fits them."""
     say = progress or (lambda msg: None)
     t_start = time.monotonic()
     cores = os.cpu_count() or 1
-    date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    host = platform.node() or "unknown-host"
-    raw: dict[str, Any] = {"compute": {}, "allreduce": {}}
-
+    raw: dict[str, Any] = {"plan": plan.name, "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                           "host": platform.node() or "unknown-host", "cores": cores, "compute": {}, "allreduce": {}}
     # ---- compute, one job per rank count, the whole sweep repeated plan.compute_rounds times --------------
     if plan.compute_ranks[0] != 1:
         raise ConfigError(SOURCE, "compute_ranks", list(plan.compute_ranks), "must start with 1 (the device's peak)")
@@ -689,7 +734,41 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
                 f"models {', '.join(models)}")
             doc = run_benchmark("executor.bench_compute", args, k, timeout_s=timeout_s, progress=say)
             raw["compute"].setdefault(k, []).append(doc)
-    merged = {k: merge_compute_docs(docs) for k, docs in raw["compute"].items()}
+    # ---- allreduce ---------------------------------------------------------------------------------------
+    for p in plan.allreduce_ranks:
+        say(f"bench allreduce: {p} ranks, {', '.join(plan.algorithms)}")
+        raw["allreduce"][p] = run_allreduce_samples(p, plan.algorithms, plan.min_bytes, plan.max_bytes,
+                                                    factor=plan.factor, repeats=plan.allreduce_repeats,
+                                                    max_iterations=plan.max_iterations, timeout_s=timeout_s,
+                                                    progress=say)
+    raw["elapsed_s"] = time.monotonic() - t_start
+    return raw
+
+
+def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]], *,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fit every parameter (see the module docstring) to one or more sessions of :func:`measure_calibration`
+    of the same plan on this host, merged with :func:`combine_sessions` (per measured item the geometric mean
+    over the sessions), so that no one session's moment of a drifting host sets the whole calibration.
+
+    Returns a JSON-ready report: ``machine``, ``device`` (peak, bandwidth, curves, layer overhead),
+    ``compute_fit``, ``allreduce_fit``, ``overheads``, ``sessions`` and ``session_dates``, every session's raw
+    documents (``raw_sessions``, oldest first) and ``elapsed_s`` (the last session's measuring time). :func:`write_spec` turns it into spec files.
+    """
+    say = progress or (lambda msg: None)
+    if not sessions:
+        raise ConfigError(SOURCE, "calibration sessions", 0, "nothing to fit")
+    sessions = [normalise_raw(r) for r in sessions]
+    for r in sessions:
+        if r.get("plan", plan.name) != plan.name:
+            raise ConfigError(SOURCE, "session plan", r.get("plan"), f"differs from the plan fitted ({plan.name})")
+    last = sessions[-1]
+    cores = int(last.get("cores") or os.cpu_count() or 1)
+    date, host = str(last.get("date", "?")), str(last.get("host", "?"))
+    if len(sessions) > 1:
+        say(f"merging {len(sessions)} calibration sessions (geometric mean per measured item)")
+    merged = {k: combine_sessions([merge_compute_docs(s["compute"][k]) for s in sessions if k in s["compute"]])
+              for k in last["compute"]}
     points: list[dict[str, Any]] = []
     for k, doc in merged.items():
         for r in doc["models"]:
@@ -711,15 +790,9 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
     kfit = fit_kernel_launch(opt_rows, peak, mem_bw)
     bfit = fit_bucketer(base["bucketer"], mem_bw)
 
-    # ---- allreduce ---------------------------------------------------------------------------------------
     rows: list[dict[str, Any]] = []
-    for p in plan.allreduce_ranks:
-        say(f"bench allreduce: {p} ranks, {', '.join(plan.algorithms)}")
-        doc = run_allreduce_samples(p, plan.algorithms, plan.min_bytes, plan.max_bytes, factor=plan.factor,
-                                    repeats=plan.allreduce_repeats, max_iterations=plan.max_iterations,
-                                    timeout_s=timeout_s, progress=say)
-        raw["allreduce"][p] = doc
-        rows += doc["typical"]
+    for p in last["allreduce"]:
+        rows += combine_sessions([s["allreduce"][p]["typical"] for s in sessions if p in s["allreduce"]])
     say("fitting the allreduce models")
     afit = fit_collectives(rows, gamma)
 
@@ -756,9 +829,23 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
                       "kernel_launch_s": kfit["kernel_launch_s"],
                       "optimizer_traffic_scale": kfit["optimizer_traffic_scale"], "optimizer_fit": kfit,
                       "bucketer_fit": bfit},
-        "elapsed_s": time.monotonic() - t_start,
-        "raw": raw,
+        "sessions": len(sessions), "session_dates": [str(r.get("date", "?")) for r in sessions],
+        "elapsed_s": float(last.get("elapsed_s", 0.0)),
+        "raw_sessions": sessions,
     }
+
+
+def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] | None = None,
+              timeout_s: float = 900.0, earlier: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Measure one session of ``plan`` on this machine and fit every parameter to it, together with the
+    ``earlier`` sessions' raw documents if given (see :func:`fit_calibration`).
+
+    The compute jobs (one per rank count) are repeated ``plan.compute_rounds`` times and merged with
+    :func:`merge_compute_docs` (the fastest round per item).
+    """
+    earlier = [normalise_raw(r) for r in earlier]   # a bad document fails before any measurement
+    raw = measure_calibration(plan, progress=progress, timeout_s=timeout_s)
+    return fit_calibration(plan, [*earlier, raw], progress=progress)
 
 
 # ==========================================================================================================
@@ -851,6 +938,14 @@ def render_device_toml(report: Mapping[str, Any], device_id: str = "local-cpu") 
     return "\n".join(lines) + "\n"
 
 
+def _sessions_note(report: Mapping[str, Any]) -> str:
+    n = int(report.get("sessions", 1))
+    if n <= 1:
+        return ""
+    return (f"; {n} sessions ({', '.join(report.get('session_dates', []))}) merged by the geometric mean of "
+            f"every measured time")
+
+
 def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: str = "local") -> str:
     """The calibrated system file (TOML text) of a :func:`calibrate` report, referring to ``device_ref``."""
     m, ov = report["machine"], report["overheads"]
@@ -894,7 +989,8 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
         "[calibration]",
         f"date = {_s(report['date'])}",
         f"host = {_s(report['host'])}",
-        f"notes = {_s('plan ' + report['plan'] + '; allreduce: typical of repeated OSU-style blocks; fits on the relative error')}",
+        "notes = " + _s(f"plan {report['plan']}{_sessions_note(report)}; allreduce: typical of repeated "
+                        "OSU-style blocks; fits on the relative error"),
     ]
     src: dict[str, str] = {
         "max_nodes": "this machine is one node",

@@ -419,8 +419,16 @@ def test_bench_compute_json(capsys):
 @needs_mpi
 def test_calibrate_quick_then_predict(capsys, tmp_path):
     out = tmp_path / "local.toml"
-    assert main(["calibrate", "--quick", "--out", str(out), "--json"]) == 0
+    assert main(["calibrate", "--quick", "--out", str(out), "--json", "--report", str(tmp_path / "rep.json")]) == 0
     rep = json.loads(capsys.readouterr().out)
+    # the full report keeps the session's raw documents; fitting the same session twice changes nothing
+    from executor.calibrate import QUICK, fit_calibration
+
+    full = json.loads((tmp_path / "rep.json").read_text())
+    assert full["sessions"] == 1 and len(full["raw_sessions"]) == 1 and "raw_sessions" not in rep
+    twice = json.loads(json.dumps(fit_calibration(QUICK, full["raw_sessions"] * 2)))
+    assert twice["sessions"] == 2
+    assert twice["device"] == full["device"] and twice["speed_probe_s"] == full["speed_probe_s"]
     assert rep["system_file"] == str(out) and Path(rep["device_file"]).is_file()
     assert rep["device"]["peak_flops_fp32"] > 0 and rep["device"]["memory_bw_Bps"] > 0
     assert rep["elapsed_s"] < 600   # a hang guard, not a speed target (quick is about a minute here)

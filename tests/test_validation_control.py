@@ -54,12 +54,11 @@ def _fake_loop(monkeypatch, measured: list[str]):
         n = sum(1 for m in measured if m == point.id)
         return {"iteration_s": 0.1 + 0.001 * (n - 1), "speed_probe_s": 0.005}
 
-    def fake_run_point(point, **kw):
-        measured.append(point.id)
-        return {"id": point.id}
+    def fake_compare_point(point, meas, **kw):
+        return {"id": point.id, "measurement": meas}
 
     monkeypatch.setattr(loop, "_measure", fake_measure)
-    monkeypatch.setattr(loop, "run_point", fake_run_point)
+    monkeypatch.setattr(loop, "compare_point", fake_compare_point)
     monkeypatch.setattr(loop, "summary_of", lambda results: {"configs": len(results)})
 
 

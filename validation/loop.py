@@ -1,9 +1,10 @@
-"""The validation loop: for every point of a matrix, predict (analytic and simulated), run for real,
-compare; every result is a file, so an interrupted validation resumes where it stopped.
+"""The validation loop: for every point of a matrix, run for real, predict (analytic and simulated) from the
+calibration alone, compare; every result is a file, so an interrupted validation resumes where it stopped.
 
 Layout of the output folder::
 
-    OUT/points/<point id>.json     one result per point (written atomically when the point is done)
+    OUT/measured/<point id>.json   one measurement per point (written atomically when its runs are done)
+    OUT/points/<point id>.json     one result per point: prediction, simulation, measurement, errors
     OUT/summary.json               headline errors, per-component errors, noise, time to accuracy, published
     OUT/report.md, OUT/report.html the report (validation.report)
 
@@ -36,7 +37,7 @@ from perfmodel.simulate import simulate
 from validation.errors import component_errors, noise_pct, summarise_errors
 from validation.matrix import Point
 
-__all__ = ["run_point", "run_matrix", "load_points", "summary_of"]
+__all__ = ["run_point", "compare_point", "run_matrix", "load_points", "load_measured", "summary_of"]
 
 
 def _slowest_iterations(measurement: Mapping[str, Any]) -> list[float]:
@@ -95,15 +96,14 @@ def scaled(prediction: Mapping[str, Any], factor: float | None) -> dict[str, Any
     return out
 
 
-def run_point(point: Point, *, system: str = "local", repeats: int = 1, timeout_s: float = 900.0,
-              sim_iterations: int = 200) -> dict[str, Any]:
-    """Predict, simulate, run and compare one point; returns its result record."""
+def compare_point(point: Point, meas: Mapping[str, Any], *, system: str = "local",
+                  sim_iterations: int = 200) -> dict[str, Any]:
+    """Predict and simulate ``point`` on ``system`` and compare with its measurement ``meas`` (from
+    :func:`_measure`); returns the point's result record."""
     cfg = point.config(system)
     pred = predict(cfg)
     sim = simulate(cfg, seed=0, iterations=sim_iterations, prediction=pred)  # calibrated jitter, if any
     sd = sim.to_dict()
-    t0 = time.perf_counter()
-    meas = _measure(point, system, repeats, timeout_s)
     analytic_raw = {"iteration_s": pred.iteration_s, "breakdown": dict(pred.breakdown)}
     simulated_raw = {"iteration_s": sd["iteration_s"], "iteration_p50_s": sd["iteration_p50_s"],
                      "iteration_p99_s": sd["iteration_p99_s"], "breakdown": sd["breakdown"],
@@ -115,13 +115,36 @@ def run_point(point: Point, *, system: str = "local", repeats: int = 1, timeout_
         "id": point.id, "point": {k: getattr(point, k) for k in point.__dataclass_fields__},
         "config": cfg.to_dict(), "config_hash": cfg.config_hash, "system": system,
         "speed_factor": factor,
-        "prediction": analytic, "simulation": simulated, "measurement": meas,
+        "prediction": analytic, "simulation": simulated, "measurement": dict(meas),
         "prediction_raw": analytic_raw, "simulation_raw": simulated_raw,
         "errors": {"analytic": component_errors(analytic, meas), "simulation": component_errors(simulated, meas),
                    "analytic_raw": component_errors(analytic_raw, meas),
                    "simulation_raw": component_errors(simulated_raw, meas)},
-        "run_wall_s": time.perf_counter() - t0,
+        "run_wall_s": meas.get("run_wall_s"),
     }
+
+
+def run_point(point: Point, *, system: str = "local", repeats: int = 1, timeout_s: float = 900.0,
+              sim_iterations: int = 200) -> dict[str, Any]:
+    """Run ``point`` for real, then predict, simulate and compare (:func:`compare_point`)."""
+    return compare_point(point, _measure(point, system, repeats, timeout_s), system=system,
+                         sim_iterations=sim_iterations)
+
+
+def load_measured(out_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Every stored measurement by point id: ``OUT/measured/<id>.json``, and the measurements inside result
+    records of an output folder written before measurements were stored apart (``OUT/points``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in load_points(out_dir):
+        if "measurement" in r:
+            out[r["id"]] = r["measurement"]
+    for f in sorted((Path(out_dir) / "measured").glob("*.json")):
+        try:
+            doc = json.loads(f.read_text())
+        except ValueError:
+            continue
+        out[doc["id"]] = doc["measurement"]
+    return out
 
 
 def load_points(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -138,34 +161,50 @@ def load_points(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def run_matrix(points: list[Point], out_dir: str | os.PathLike, *, system: str = "local", repeats: int = 1,
                progress: Callable[[int, int, str], None] | None = None, timeout_s: float = 900.0,
-               control: Point | None = None, control_every: int = 4) -> dict[str, Any]:
-    """Run every point not yet done (resumable) and return the error summary over all finished points.
+               control: Point | None = None, control_every: int = 4,
+               before_point: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Measure every point not yet measured (resumable), then predict and compare all of them, and return the
+    error summary over all finished points.
+
+    The runs come first and the predictions after the last run, so that the system spec file ``system`` can
+    hold a calibration merged from sessions spread over the runs (``before_point(i, n)`` is called before the
+    ``i``-th of ``n`` points, measured or not, e.g. to measure a calibration session there and rewrite the
+    spec). The predictions use the calibration only, never the runs.
 
     With ``control`` (:mod:`validation.control`): that configuration is run once before the first point (the
     reference) and again after every ``control_every`` points and after the last; the summary's
     ``noise_floor`` is the error a perfect model would show on those runs."""
     from validation.control import ensure_control, load_controls, summarise_controls
 
-    folder = Path(out_dir) / "points"
+    folder, mfolder = Path(out_dir) / "points", Path(out_dir) / "measured"
     folder.mkdir(parents=True, exist_ok=True)
+    mfolder.mkdir(parents=True, exist_ok=True)
     ordered = sorted(points, key=lambda p: (p.ranks > 1, p.ranks))
-    done = {r["id"] for r in load_points(out_dir)}
+    measured = load_measured(out_dir)
 
     def measure_control() -> dict[str, Any]:
         return {"point_id": control.id, **_measure(control, system, repeats, timeout_s)}
 
+    if before_point:
+        before_point(0, len(ordered))
     if control is not None:
         ensure_control(out_dir, "reference", measure_control)
     for i, point in enumerate(ordered):
+        if before_point and i:
+            before_point(i, len(ordered))
         if progress:
             progress(i, len(ordered), point.id)
-        if point.id not in done:
-            result = run_point(point, system=system, repeats=repeats, timeout_s=timeout_s)
-            write_json_atomic(folder / f"{point.id}.json", result)
+        if point.id not in measured:
+            t0 = time.perf_counter()
+            meas = _measure(point, system, repeats, timeout_s)
+            measured[point.id] = {**meas, "run_wall_s": time.perf_counter() - t0}
+            write_json_atomic(mfolder / f"{point.id}.json", {"id": point.id, "measurement": measured[point.id]})
         if control is not None and ((i + 1) % max(1, control_every) == 0 or i + 1 == len(ordered)):
             ensure_control(out_dir, f"after-{i + 1:03d}", measure_control)
     if progress:
         progress(len(ordered), len(ordered), "done")
+    for point in ordered:
+        write_json_atomic(folder / f"{point.id}.json", compare_point(point, measured[point.id], system=system))
     wanted = {p.id for p in points}
     results = [r for r in load_points(out_dir) if r["id"] in wanted]
     summary = summary_of(results)

@@ -194,6 +194,16 @@ def _headline(results, summary) -> Section:
                          f"max {_pct(raw.get('max_ape'))} %, bias {_pct(raw.get('bias'), True)} %. The scaling removes "
                          "the drift only approximately: the probe is a small workload, and when the host is slow it "
                          "tends to slow down more than a training step does, so large factors over-correct."))
+    sessions = summary.get("calibration") or {}
+    if sessions.get("sessions", 1) > 1:
+        s.blocks.append(("note",
+                         f"**Calibration sessions:** the calibration was measured {sessions['sessions']} times, "
+                         f"before points {', '.join(str(i + 1) for i in sessions.get('before_points', []))} of the "
+                         "matrix, and every prediction uses all of them merged (per measured item the geometric "
+                         "mean over the sessions, `executor.calibrate.combine_sessions`); every point was run "
+                         "first and predicted after the last run, from the calibration alone. One session is one "
+                         "moment of the host's drifting speed: alone, its error would shift every prediction with "
+                         "the same number of ranks alike."))
     floor = summary.get("noise_floor")
     if floor and floor.get("mape") is not None:
         s.blocks.append(("note",

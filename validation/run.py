@@ -1,9 +1,12 @@
 """``perfmodel validate`` (measured mode): the whole closed loop on this machine, as one resumable job.
 
-1. Calibrate once: ``perfmodel calibrate`` writes ``OUT/calibration/local.toml`` (reused when present).
-2. The validation matrix (:mod:`validation.matrix`): per point, analytic prediction and simulation on the
-   calibrated spec, then the real run, then the errors (:mod:`validation.loop`). Between the points, the
-   noise-floor control (:mod:`validation.control`): the error a perfect model would show on this host.
+1. Calibrate: the benchmarks of ``perfmodel calibrate``, as sessions spread over the matrix (one for the
+   quick matrix, three for the full one: :data:`CALIBRATION_SESSIONS`), merged into one spec,
+   ``OUT/calibration/local.toml``.
+2. The validation matrix (:mod:`validation.matrix`): per point the real runs; after the last, per point the
+   analytic prediction and simulation on the calibrated spec, and the errors (:mod:`validation.loop`).
+   Between the points, the noise-floor control (:mod:`validation.control`): the error a perfect model would
+   show on this host.
 3. Time to accuracy on the bundled digits (:mod:`validation.tta`), predicted leave-one-out.
 4. Predictions against published results (:mod:`validation.published`).
 5. The report (:mod:`validation.report`): ``OUT/report.md`` and ``OUT/report.html``; the summary in
@@ -25,7 +28,8 @@ from hardware.errors import ConfigError, ToolkitError
 from validation.loop import load_points, run_matrix
 from validation.matrix import MATRICES
 
-__all__ = ["validate_measured", "QUICK_TTA_BATCHES", "FULL_TTA_BATCHES"]
+__all__ = ["validate_measured", "QUICK_TTA_BATCHES", "FULL_TTA_BATCHES", "CALIBRATION_SESSIONS", "SessionCalibration",
+           "session_starts"]
 
 QUICK_TTA_BATCHES = (32, 64, 128, 256)
 FULL_TTA_BATCHES = (32, 64, 128, 256, 512)
@@ -46,21 +50,67 @@ def reusable_calibration(spec: Path) -> str | None:
     return None
 
 
-def _calibrate(out: Path, quick: bool, say: Callable[[str], None]) -> Path:
-    spec = out / "calibration" / "local.toml"
-    if spec.exists():
-        why = reusable_calibration(spec)
-        if why is None:
-            say(f"calibration: reusing {spec}")
-            return spec
-        say(f"calibration: not reusing {spec}: {why}")
-    from executor.calibrate import FULL, QUICK, calibrate, write_spec
+#: calibration sessions per matrix. The full matrix spreads three over its runs (before its first point, a
+#: third and two thirds in) and predicts from all of them merged (:func:`executor.calibrate.combine_sessions`):
+#: one session is one moment of this host's drifting speed, and its error would bias every prediction alike.
+CALIBRATION_SESSIONS = {"quick": 1, "full": 3}
 
-    say("calibration: measuring this machine (compute, allreduce, overheads)")
-    report = calibrate(QUICK if quick else FULL, progress=lambda m: say(f"calibration: {m}"))
-    write_json_atomic(out / "calibration" / "report.json", {k: v for k, v in report.items() if k != "raw"})
-    system_file, _ = write_spec(report, spec)
-    return system_file
+
+def session_starts(points: int, sessions: int) -> list[int]:
+    """Index of the matrix point before which each calibration session is measured (the first: 0)."""
+    return [round(j * points / sessions) for j in range(sessions)]
+
+
+class SessionCalibration:
+    """The loop's calibration: sessions stored as ``OUT/calibration/session-J.json`` (raw measurements), and
+    the spec ``OUT/calibration/local.toml`` fitted to every session measured so far (reused when it already
+    is). Sessions already stored are not measured again."""
+
+    def __init__(self, out: Path, quick: bool, say: Callable[[str], None], sessions: int = 1):
+        from executor.calibrate import FULL, QUICK
+
+        self.folder, self.plan, self.say, self.sessions = out / "calibration", QUICK if quick else FULL, say, sessions
+        self.spec = self.folder / "local.toml"
+
+    def _raw(self, j: int) -> dict[str, Any] | None:
+        path = self.folder / f"session-{j}.json"
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+            from executor.calibrate import normalise_raw
+
+            normalise_raw(doc)
+        except (ValueError, ToolkitError) as exc:
+            self.say(f"calibration: not reusing {path}: {exc}")
+            return None
+        return doc if doc.get("plan", self.plan.name) == self.plan.name else None
+
+    def ensure(self, j: int) -> Path:
+        """Sessions 1..``j`` measured, and the spec fitted to them; returns the spec's path."""
+        from executor.calibrate import fit_calibration, measure_calibration, write_spec
+
+        raws = []
+        for i in range(1, j + 1):
+            raw = self._raw(i)
+            if raw is None:
+                self.say(f"calibration session {i}/{self.sessions}: measuring this machine "
+                         "(compute, allreduce, overheads)")
+                raw = measure_calibration(self.plan, progress=lambda m, i=i: self.say(f"calibration {i}: {m}"))
+                write_json_atomic(self.folder / f"session-{i}.json", raw)
+            raws.append(raw)
+        dates = [str(r.get("date")) for r in raws]
+        try:
+            fitted = json.loads((self.folder / "report.json").read_text()).get("session_dates")
+        except (OSError, ValueError):
+            fitted = None
+        if fitted == dates and self.spec.exists() and reusable_calibration(self.spec) is None:
+            return self.spec
+        self.say(f"calibration: fitting the spec to {j} session(s)")
+        report = fit_calibration(self.plan, raws, progress=lambda m: self.say(f"calibration: {m}"))
+        write_json_atomic(self.folder / "report.json", {k: v for k, v in report.items() if k != "raw_sessions"})
+        write_spec(report, self.spec)
+        return self.spec
 
 
 def load_emulated(path: str | os.PathLike) -> dict[str, Any]:
@@ -92,9 +142,16 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
         emu = load_emulated(out / "emulated.json")
     say = say or (lambda msg: print(f"validate: {msg}", file=sys.stderr, flush=True))
     start = time.perf_counter()
-    system = str(_calibrate(out, quick, say))
     name = "quick" if quick else "full"
+    cal = SessionCalibration(out, quick, say, CALIBRATION_SESSIONS[name])
+    system = str(cal.ensure(1))
     points = MATRICES[name]()
+    starts = session_starts(len(points), cal.sessions)
+
+    def before_point(i: int, n: int) -> None:
+        for j, at in enumerate(starts, start=1):
+            if at == i:
+                cal.ensure(j)
     reps = repeats if repeats is not None else (1 if quick else 2)
 
     def progress(i: int, n: int, label: str) -> None:
@@ -104,7 +161,10 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
     from validation.control import CONTROL_POINT
 
     summary = run_matrix(points, out, system=system, repeats=reps, progress=progress, control=CONTROL_POINT,
-                         control_every=2 if quick else 4)
+                         control_every=2 if quick else 4, before_point=before_point)
+    cal_report = json.loads((out / "calibration" / "report.json").read_text())
+    summary["calibration"] = {"sessions": cal_report.get("sessions", 1), "dates": cal_report.get("session_dates"),
+                              "before_points": starts}
     from validation.tta import run_tta
 
     say("time to accuracy on the bundled digits")

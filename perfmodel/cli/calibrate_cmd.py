@@ -1,6 +1,7 @@
 """``perfmodel calibrate``: measure this machine and write the calibrated ``local`` system spec.
 
-    perfmodel calibrate [--out FILE.toml] [--quick] [--json] [--report FILE.json] [--timeout S]
+    perfmodel calibrate [--out FILE.toml] [--quick] [--json] [--report FILE.json] [--merge REPORT.json ...]
+                        [--timeout S]
 
 Runs ``bench compute`` (1, 2 and 4 ranks sharing the CPU) and ``bench allreduce`` (2, 3 and 4 ranks, every
 algorithm) and fits the device (GEMM peak, memory bandwidth, one efficiency curve per number of ranks
@@ -15,7 +16,9 @@ to ``$TTT_LOCAL_SPEC`` when that is set, else ``~/.config/ttt-perfmodel/local.to
 file with ``perfmodel predict --system FILE`` and ``perfmodel hardware show FILE``.
 
 ``--json`` prints the fitted parameters with their residuals (the raw benchmark documents go to
-``--report``).
+``--report``). ``--merge REPORT.json``: this host's speed drifts, and one calibration is one moment of it;
+the fit is made on the sessions in the earlier reports and this one together (per measured item the
+geometric mean over the sessions, :func:`executor.calibrate.combine_sessions`).
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="few models, sizes and rank counts (< 1 minute)")
     parser.add_argument("--timeout", type=float, default=900.0, help="time limit of each benchmark job, seconds")
     parser.add_argument("--report", default=None, help="also write the full report (raw benchmarks) as JSON")
+    parser.add_argument("--merge", action="append", default=[], metavar="REPORT.json",
+                        help="an earlier calibration's --report of the same plan on this host (repeatable): fit "
+                             "on its sessions and this one together (geometric mean per measured item)")
     parser.add_argument("--json", action="store_true", help="print the fitted parameters as JSON")
 
 
@@ -51,9 +57,26 @@ def default_output() -> Path:
 
 
 def _summary(report: dict[str, Any], system_file: Path, device_file: Path) -> dict[str, Any]:
-    out = {k: v for k, v in report.items() if k != "raw"}
+    out = {k: v for k, v in report.items() if k != "raw_sessions"}
     out["system_file"], out["device_file"] = str(system_file), str(device_file)
     return out
+
+
+def _sessions_of(path: str) -> list[dict[str, Any]]:
+    """The raw calibration sessions in an earlier ``--report`` file."""
+    import json
+
+    from executor.calibrate import normalise_raw
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--merge", "merge", path, f"cannot read a calibration report ({exc})") from None
+    sessions = doc.get("raw_sessions") if isinstance(doc, dict) else None
+    if not isinstance(sessions, list) or not sessions:
+        raise ConfigError("--merge", "merge", path, "no 'raw_sessions' (write it with perfmodel calibrate --report)")
+    return [normalise_raw(s) for s in sessions]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out", "out", str(out), "the spec file name must end in .toml")
     if not args.timeout > 0:
         raise ConfigError("--timeout", "timeout", args.timeout, "must be > 0 seconds")
+    earlier = [s for path in args.merge for s in _sessions_of(path)]   # bad files fail before any measurement
     say = None if args.json else (lambda msg: print(f"calibrate: {msg}", file=sys.stderr, flush=True))
-    report = calibrate(QUICK if args.quick else FULL, progress=say, timeout_s=args.timeout)
+    report = calibrate(QUICK if args.quick else FULL, progress=say, timeout_s=args.timeout, earlier=earlier)
     system_file, device_file = write_spec(report, out)
     if args.report:
         from executor.measurement import write_json_atomic
@@ -76,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(summary)
         return 0
     d, fit, ov = report["device"], report["compute_fit"], report["overheads"]
-    print(f"calibrated {report['host']} ({report['plan']}, {report['elapsed_s']:.0f} s)")
+    merged = f"; fitted on {report['sessions']} sessions" if report.get("sessions", 1) > 1 else ""
+    print(f"calibrated {report['host']} ({report['plan']}, {report['elapsed_s']:.0f} s{merged})")
     print(f"  system file  {system_file}\n  device file  {device_file}")
     print(f"  GEMM peak    {d['peak_flops_fp32'] / 1e9:.1f} GFLOP/s fp32, {d['peak_flops_fp64'] / 1e9:.1f} fp64 "
           f"({report['machine']['cpu_count']} threads)")

@@ -81,8 +81,9 @@ def run_measured(args: argparse.Namespace) -> int:
                                     if s.get("published") else None)})
         return 0
     c = s["components"]
-    print(f"\nvalidated {s['configs']} configurations ({s['matrix']} matrix, {s['repeats']} run(s) each) in "
-          f"{s['wall_s'] / 60:.1f} min")
+    ns = (s.get("calibration") or {}).get("sessions", 1)
+    print(f"\nvalidated {s['configs']} configurations ({s['matrix']} matrix, {s['repeats']} run(s) each, "
+          f"{ns} calibration session{'s' if ns > 1 else ''}) in {s['wall_s'] / 60:.1f} min")
     print(f"iteration time: mean |error| {_pct(s['mape_iteration'])}, max |error| {_pct(s['max_ape_iteration'])}, "
           f"bias {_pct(s['bias_iteration'])}; measurement noise (median SEM) {_pct(s['noise']['median_sem_pct'])}")
     if s.get("speed_factor"):

@@ -1,0 +1,167 @@
+"""Calibration sessions: several measurements of this host, apart in time, merged into one fit
+(executor.calibrate.combine_sessions / fit_calibration, validation.run.SessionCalibration), and the loop
+that measures first and predicts after the last run (validation.loop.run_matrix)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import validation.loop as loop
+from executor.calibrate import combine_sessions, normalise_raw
+from hardware.errors import ConfigError
+from perfmodel.cli.main import main
+from validation.matrix import Point
+from validation.run import SessionCalibration, session_starts
+
+
+def test_floats_merge_by_the_geometric_mean_and_names_stay():
+    a = {"model": "resnet20", "batch": 8, "step_s": 1.0, "probe_s": 0.01, "flag": True}
+    b = {"model": "resnet20", "batch": 8, "step_s": 4.0, "probe_s": 0.04, "flag": False}
+    m = combine_sessions([a, b])
+    assert m["step_s"] == pytest.approx(2.0) and m["probe_s"] == pytest.approx(0.02)
+    assert (m["model"], m["batch"], m["flag"]) == ("resnet20", 8, True)
+    # the ratio of two times (a step over its probe) is the geometric mean of the sessions' ratios
+    c = {**a, "step_s": 3.0, "probe_s": 0.02}
+    m3 = combine_sessions([a, b, c])
+    ratios = [r["step_s"] / r["probe_s"] for r in (a, b, c)]
+    assert m3["step_s"] / m3["probe_s"] == pytest.approx(math.prod(ratios) ** (1 / 3))
+    # a zero or negative value cannot take a geometric mean: the arithmetic mean
+    assert combine_sessions([0.0, 2.0]) == pytest.approx(1.0)
+
+
+def test_rows_are_matched_by_their_names_not_their_order():
+    s1 = [{"algorithm": "ring", "ranks": 2, "nbytes": 1024, "time_s": 1e-4},
+          {"algorithm": "ring", "ranks": 2, "nbytes": 4096, "time_s": 4e-4}]
+    s2 = [{"algorithm": "ring", "ranks": 2, "nbytes": 4096, "time_s": 9e-4},
+          {"algorithm": "ring", "ranks": 2, "nbytes": 1024, "time_s": 1e-4},
+          {"algorithm": "mpi", "ranks": 2, "nbytes": 1024, "time_s": 5e-5}]   # only in the second session
+    m = {(r["algorithm"], r["nbytes"]): r["time_s"] for r in combine_sessions([s1, s2])}
+    assert m == pytest.approx({("ring", 1024): 1e-4, ("ring", 4096): 6e-4, ("mpi", 1024): 5e-5})
+    # nested documents: dicts key by key, equal-length number lists item by item
+    doc = combine_sessions([{"gemm": {"flops": 1e9, "n": 512}, "v": [1.0, 9.0]},
+                            {"gemm": {"flops": 4e9, "n": 512}, "v": [4.0, 1.0]}])
+    assert doc == {"gemm": {"flops": pytest.approx(2e9), "n": 512}, "v": [pytest.approx(2.0), pytest.approx(3.0)]}
+
+
+def test_one_session_is_itself():
+    doc = {"models": [{"model": "tiny", "batch": 2, "step_s": 0.3}], "gemm": {"flops": 7.0}}
+    assert combine_sessions([doc]) == doc
+
+
+def test_a_raw_document_is_checked_and_its_rank_keys_restored():
+    raw = {"plan": "quick", "compute": {"1": [{}], "2": [{}]}, "allreduce": {"2": {}}}
+    n = normalise_raw(json.loads(json.dumps(raw)))
+    assert set(n["compute"]) == {1, 2} and set(n["allreduce"]) == {2}
+    with pytest.raises(ConfigError, match="earlier session"):
+        normalise_raw({"compute": {}})
+    with pytest.raises(ConfigError, match="nothing to merge"):
+        combine_sessions([])
+
+
+def test_session_starts_spread_over_the_matrix():
+    assert session_starts(32, 1) == [0]
+    assert session_starts(32, 3) == [0, 11, 21]
+    assert session_starts(6, 3) == [0, 2, 4]
+
+
+def test_merge_option_rejects_a_file_without_sessions(tmp_path, capsys):
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"kind": "calibration"}))
+    assert main(["calibrate", "--quick", "--out", str(tmp_path / "x.toml"), "--merge", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--merge" in err and "raw_sessions" in err and "\n" not in err
+    assert not (tmp_path / "x.toml").exists()   # nothing measured or written
+
+
+def _fake_calibration(monkeypatch, calls: list[str]):
+    """measure_calibration, fit_calibration and write_spec replaced: a session is a date, a fit records
+    which sessions it saw."""
+    import executor.calibrate as cal
+
+    measured = []
+
+    def measure(plan, progress=None, timeout_s=900.0):
+        calls.append("measure")
+        measured.append(1)
+        return {"plan": plan.name, "date": f"d{len(measured)}", "compute": {}, "allreduce": {}}
+
+    def fit(plan, sessions, progress=None):
+        calls.append("fit:" + ",".join(s["date"] for s in sessions))
+        return {"sessions": len(sessions), "session_dates": [s["date"] for s in sessions], "raw_sessions": sessions}
+
+    def write_spec(report, out):
+        out.write_text("# fake\n")
+        return out, out
+
+    monkeypatch.setattr(cal, "measure_calibration", measure)
+    monkeypatch.setattr(cal, "fit_calibration", fit)
+    monkeypatch.setattr(cal, "write_spec", write_spec)
+    monkeypatch.setattr("validation.run.reusable_calibration", lambda spec: None)
+
+
+def test_sessions_are_stored_reused_and_fitted_together(tmp_path, monkeypatch):
+    calls: list[str] = []
+    _fake_calibration(monkeypatch, calls)
+    (tmp_path / "calibration").mkdir()
+    cal = SessionCalibration(tmp_path, quick=False, say=lambda m: None, sessions=3)
+    assert cal.ensure(1) == tmp_path / "calibration" / "local.toml"
+    assert calls == ["measure", "fit:d1"]
+    cal.ensure(1)                      # nothing new: neither measured nor fitted again
+    assert calls == ["measure", "fit:d1"]
+    cal.ensure(2)
+    assert calls[2:] == ["measure", "fit:d1,d2"]
+    report = json.loads((tmp_path / "calibration" / "report.json").read_text())
+    assert report["session_dates"] == ["d1", "d2"] and "raw_sessions" not in report
+    # a new object on the same folder (a resumed validation) measures only the missing third session
+    calls.clear()
+    SessionCalibration(tmp_path, quick=False, say=lambda m: None, sessions=3).ensure(3)
+    assert calls == ["measure", "fit:d1,d2,d3"]
+    assert sorted(p.name for p in (tmp_path / "calibration").glob("session-*.json")) == \
+        ["session-1.json", "session-2.json", "session-3.json"]
+
+
+def test_the_loop_measures_every_point_before_predicting_any(tmp_path, monkeypatch):
+    events: list[str] = []
+
+    def fake_measure(point, system, repeats, timeout_s):
+        events.append("run " + point.id)
+        return {"iteration_s": 0.1, "speed_probe_s": 0.005}
+
+    def fake_compare(point, meas, system):
+        events.append("predict " + point.id)
+        return {"id": point.id, "measurement": meas}
+
+    monkeypatch.setattr(loop, "_measure", fake_measure)
+    monkeypatch.setattr(loop, "compare_point", fake_compare)
+    monkeypatch.setattr(loop, "summary_of", lambda results: {"configs": len(results)})
+    points = [Point("resnet20", 1, 16 * k) for k in range(1, 5)]
+    ids = [p.id for p in points]
+    s = loop.run_matrix(points, tmp_path, before_point=lambda i, n: events.append(f"before {i}/{n}"))
+    assert s["configs"] == 4
+    assert events == ["before 0/4", "run " + ids[0], "before 1/4", "run " + ids[1], "before 2/4",
+                      "run " + ids[2], "before 3/4", "run " + ids[3]] + ["predict " + i for i in ids]
+    # resumed: nothing runs again, every point is predicted again (from the spec as it is now)
+    events.clear()
+    loop.run_matrix(points, tmp_path)
+    assert events == ["predict " + i for i in ids]
+    # an output folder from before measurements were stored apart: the measurement inside the record counts
+    (tmp_path / "measured" / f"{ids[0]}.json").unlink()
+    events.clear()
+    loop.run_matrix(points, tmp_path)
+    assert events == ["predict " + i for i in ids]
+
+
+def test_report_states_the_calibration_sessions(tmp_path):
+    from test_report import synthetic_results   # tests/ is on sys.path (pytest rootdir-less test modules)
+    from validation.loop import summary_of
+    from validation.report import write_report
+
+    results = synthetic_results()
+    one = write_report(tmp_path / "a", results, dict(summary_of(results), calibration={"sessions": 1}))
+    assert "Calibration sessions" not in open(one["markdown"], encoding="utf-8").read()
+    s = dict(summary_of(results), calibration={"sessions": 3, "dates": ["a", "b", "c"], "before_points": [0, 11, 21]})
+    md = open(write_report(tmp_path / "b", results, s)["markdown"], encoding="utf-8").read()
+    head = md.split("## 2.")[0]
+    assert "**Calibration sessions:** the calibration was measured 3 times, before points 1, 12, 22" in head
