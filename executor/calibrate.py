@@ -51,6 +51,7 @@ half and the fit reports its residuals, so a bad calibration is visible (``perfm
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import json
@@ -643,13 +644,18 @@ def combine_sessions(docs: Sequence[Any]) -> Any:
     so the ratio of any two measured times, such as a model's step over the host speed probe sampled with
     it, is the geometric mean of the sessions' ratios. Text, integers and booleans are the first session's.
     Lists of rows are matched by :func:`_identity` (rows measured in only some sessions are kept as they
-    are); other lists of equal length are merged item by item.
+    are); other lists of equal length are merged item by item; ``None`` (a value that was not finite) is
+    left out. One session is returned as it is.
     """
-    docs = [d for d in docs if d is not None]
     if not docs:
         raise ConfigError(SOURCE, "calibration sessions", 0, "nothing to merge")
+    if len(docs) == 1:   # one session: exactly itself
+        return copy.deepcopy(docs[0])
+    docs = [d for d in docs if d is not None]
+    if not docs:
+        return None
     first = docs[0]
-    if isinstance(first, bool) or isinstance(first, (str, int)) or first is None:
+    if isinstance(first, bool) or isinstance(first, (str, int)):
         return first
     if isinstance(first, float):
         vals = [float(d) for d in docs if isinstance(d, (int, float)) and not isinstance(d, bool)]
@@ -664,8 +670,11 @@ def combine_sessions(docs: Sequence[Any]) -> Any:
         if first and all(isinstance(r, Mapping) for d in docs for r in d):
             groups: dict[tuple, list[Mapping[str, Any]]] = {}
             for d in docs:
-                for r in d:
-                    groups.setdefault(_identity(r), []).append(r)
+                seen: dict[tuple, int] = {}
+                for r in d:   # the i-th row of a name in one session goes with the i-th of the others
+                    i = _identity(r)
+                    seen[i] = seen.get(i, -1) + 1
+                    groups.setdefault((i, seen[i]), []).append(r)
             return [combine_sessions(g) for g in groups.values()]
         if all(isinstance(d, list) and len(d) == len(first) for d in docs):
             return [combine_sessions(list(items)) for items in zip(*docs)]
@@ -673,14 +682,18 @@ def combine_sessions(docs: Sequence[Any]) -> Any:
 
 
 def normalise_raw(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A session's ``raw`` document as :func:`calibrate` keeps it, after a JSON round trip (rank counts back
-    to integer keys). A document without the compute and allreduce measurements is a clear error."""
+    """A session's raw document (:func:`measure_calibration`) after a JSON round trip: rank counts back to
+    integer keys. A document without the compute and allreduce measurements is a clear error."""
     try:
-        return {**raw, "compute": {int(k): v for k, v in raw["compute"].items()},
-                "allreduce": {int(k): v for k, v in raw["allreduce"].items()}}
+        compute = {int(k): list(v) for k, v in raw["compute"].items()}
+        allreduce = {int(k): dict(v) for k, v in raw["allreduce"].items()}
+        if not all(isinstance(d, Mapping) for docs in compute.values() for d in docs):
+            raise TypeError("compute documents must be objects")
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise ConfigError(SOURCE, "earlier session", str(raw)[:60],
+        when = raw.get("date", "?") if isinstance(raw, Mapping) else type(raw).__name__
+        raise ConfigError(SOURCE, "calibration session", when,
                           "not a calibration's raw document (needs 'compute' and 'allreduce' by rank count)") from None
+    return {**raw, "compute": compute, "allreduce": allreduce}
 
 
 def _cpu_mhz() -> float | None:
@@ -769,6 +782,11 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
         say(f"merging {len(sessions)} calibration sessions (geometric mean per measured item)")
     merged = {k: combine_sessions([merge_compute_docs(s["compute"][k]) for s in sessions if k in s["compute"]])
               for k in last["compute"]}
+    if len(sessions) > 1:   # a difference of merged times is recomputed, not merged itself
+        for doc in merged.values():
+            for r in doc.get("bucketer", []):
+                if {"plain_s", "bucketed_s", "overhead_s"} <= set(r):
+                    r["overhead_s"] = r["bucketed_s"] - r["plain_s"]
     points: list[dict[str, Any]] = []
     for k, doc in merged.items():
         for r in doc["models"]:
@@ -803,11 +821,11 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
     probe: dict[int, float] = {}
     probe_model: dict[int, dict[str, float]] = {}
     for k, doc in merged.items():
-        rows = [r for r in doc["models"] if r.get("probe_s")]
-        if rows:
-            probe[k] = float(np.median([r["probe_s"] for r in rows]))
-            probe_model[k] = {m: float(np.median([r["probe_s"] for r in rows if r["model"] == m]))
-                              for m in sorted({r["model"] for r in rows})}
+        probed = [r for r in doc["models"] if r.get("probe_s")]
+        if probed:
+            probe[k] = float(np.median([r["probe_s"] for r in probed]))
+            probe_model[k] = {m: float(np.median([r["probe_s"] for r in probed if r["model"] == m]))
+                              for m in sorted({r["model"] for r in probed})}
     kfac = {k: {f: doc["kfac"][f] for f in ("model", "batch", "factor_s", "reduce_scatter_s", "inversion_s", "step_s")}
             for k, doc in merged.items() if "kfac" in doc}
     return {
@@ -844,6 +862,12 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
     :func:`merge_compute_docs` (the fastest round per item).
     """
     earlier = [normalise_raw(r) for r in earlier]   # a bad document fails before any measurement
+    host = platform.node() or "unknown-host"
+    for r in earlier:
+        if r.get("plan", plan.name) != plan.name:
+            raise ConfigError(SOURCE, "earlier session plan", r.get("plan"), f"differs from this plan ({plan.name})")
+        if r.get("host", host) != host:
+            raise ConfigError(SOURCE, "earlier session host", r.get("host"), f"is not this machine ({host})")
     raw = measure_calibration(plan, progress=progress, timeout_s=timeout_s)
     return fit_calibration(plan, [*earlier, raw], progress=progress)
 

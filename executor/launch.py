@@ -127,34 +127,45 @@ class _DeathWatch:
             self.first, self.decided = (batch[0] if len(batch) == 1 else None), True
 
     def wait(self, proc: subprocess.Popen, timeout_s: float) -> int:
-        """``proc.wait`` with a deadline (raises ``subprocess.TimeoutExpired``), watching the ranks."""
+        """``proc.wait`` with a deadline (raises ``subprocess.TimeoutExpired``), watching the ranks. Where
+        pidfds are not permitted (old kernel, sandbox), a plain ``proc.wait`` without the watch."""
         import select
 
         deadline = time.monotonic() + timeout_s
-        own = os.pidfd_open(proc.pid)
+        try:
+            own = os.pidfd_open(proc.pid)
+        except OSError:
+            return proc.wait(timeout=timeout_s)
+        poller = select.poll()
+        poller.register(own, select.POLLIN)
         try:
             while True:
-                if len(self.seen) < self.ranks:
-                    gone = []
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout_s)
+                wait = left if len(self.seen) == self.ranks else min(left, 0.1)
+                ready = {fd for fd, _ in poller.poll(wait * 1000.0)}
+                died = [fd for fd in ready if fd in self.fds]
+                batch = [self.fds[fd] for fd in died]
+                for fd in died:
+                    poller.unregister(fd)
+                    os.close(fd)
+                    del self.fds[fd]
+                if len(self.seen) < self.ranks:   # ranks that wrote their PID file since; found dead: same batch
                     for pid, rank in _rank_pids(self.run_dir).items():
                         if rank in self.seen:
                             continue
                         self.seen.add(rank)
                         try:
-                            self.fds[os.pidfd_open(pid)] = (rank, pid)
+                            fd = os.pidfd_open(pid)
                         except ProcessLookupError:
-                            gone.append((rank, pid))
-                    self._dead(gone)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise subprocess.TimeoutExpired(proc.args, timeout_s)
-                wait = left if len(self.seen) == self.ranks else min(left, 0.1)
-                ready = select.select([own, *self.fds], [], [], wait)[0]
-                died = [fd for fd in ready if fd in self.fds]
-                self._dead([self.fds[fd] for fd in died])
-                for fd in died:
-                    os.close(fd)
-                    del self.fds[fd]
+                            batch.append((rank, pid))
+                            continue
+                        except OSError:
+                            continue   # not watchable (e.g. out of descriptors): that rank is not watched
+                        self.fds[fd] = (rank, pid)
+                        poller.register(fd, select.POLLIN)
+                self._dead(batch)
                 if own in ready:
                     return proc.wait()
         finally:
@@ -162,6 +173,15 @@ class _DeathWatch:
             for fd in self.fds:
                 os.close(fd)
             self.fds.clear()
+
+
+def _kill_job(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher's whole process group (it was started in a session of its own) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _diagnose(run_dir: Path, stderr: str, returncode: int, first_dead: tuple[int, int] | None = None) -> str:
@@ -272,13 +292,11 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
         try:
             rc = watch.wait(proc, timeout_s) if watch else proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _kill_job(proc)
             raise RunFailed(f"run timed out after {timeout_s:g} s and was killed ({ranks} ranks; "
                             f"logs in {run_dir})") from None
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        except BaseException:   # KeyboardInterrupt, or an unexpected error while waiting: never leave the job
+            _kill_job(proc)
             raise
     # hydra prints its "BAD TERMINATION" banner on stdout; the ranks' own reports go to stderr
     stderr = err_path.read_text(errors="replace") + "\n" + out_path.read_text(errors="replace")

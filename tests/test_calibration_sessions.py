@@ -54,7 +54,7 @@ def test_a_raw_document_is_checked_and_its_rank_keys_restored():
     raw = {"plan": "quick", "compute": {"1": [{}], "2": [{}]}, "allreduce": {"2": {}}}
     n = normalise_raw(json.loads(json.dumps(raw)))
     assert set(n["compute"]) == {1, 2} and set(n["allreduce"]) == {2}
-    with pytest.raises(ConfigError, match="earlier session"):
+    with pytest.raises(ConfigError, match="calibration session"):
         normalise_raw({"compute": {}})
     with pytest.raises(ConfigError, match="nothing to merge"):
         combine_sessions([])
@@ -64,6 +64,25 @@ def test_session_starts_spread_over_the_matrix():
     assert session_starts(32, 1) == [0]
     assert session_starts(32, 3) == [0, 11, 21]
     assert session_starts(6, 3) == [0, 2, 4]
+
+
+def test_none_values_and_repeated_names():
+    assert combine_sessions([None, None]) is None
+    assert combine_sessions([{"t": None}, {"t": 2.0}, {"t": 8.0}]) == {"t": pytest.approx(4.0)}
+    # two rows with the same names in one session stay two rows, matched by their order
+    rows = combine_sessions([[{"x": 1.0}, {"x": 4.0}], [{"x": 4.0}, {"x": 1.0}]])
+    assert [r["x"] for r in rows] == [pytest.approx(2.0), pytest.approx(2.0)]
+
+
+def test_earlier_sessions_of_another_plan_or_host_fail_before_measuring(monkeypatch):
+    import executor.calibrate as cal
+
+    monkeypatch.setattr(cal, "measure_calibration", lambda *a, **k: pytest.fail("measured"))
+    raw = {"plan": "quick", "host": "elsewhere", "compute": {}, "allreduce": {}}
+    with pytest.raises(ConfigError, match="earlier session plan"):
+        cal.calibrate(cal.FULL, earlier=[raw])
+    with pytest.raises(ConfigError, match="earlier session host"):
+        cal.calibrate(cal.QUICK, earlier=[raw])
 
 
 def test_merge_option_rejects_a_file_without_sessions(tmp_path, capsys):
@@ -116,10 +135,21 @@ def test_sessions_are_stored_reused_and_fitted_together(tmp_path, monkeypatch):
     assert report["session_dates"] == ["d1", "d2"] and "raw_sessions" not in report
     # a new object on the same folder (a resumed validation) measures only the missing third session
     calls.clear()
-    SessionCalibration(tmp_path, quick=False, say=lambda m: None, sessions=3).ensure(3)
+    again = SessionCalibration(tmp_path, quick=False, say=lambda m: None, sessions=3)
+    again.ensure(3, before_point=21)
     assert calls == ["measure", "fit:d1,d2,d3"]
     assert sorted(p.name for p in (tmp_path / "calibration").glob("session-*.json")) == \
         ["session-1.json", "session-2.json", "session-3.json"]
+    # resumed once more from the start: the fit to all three sessions is kept, nothing is refitted
+    calls.clear()
+    for j in (1, 2, 3):
+        again.ensure(j)
+    assert calls == [] and again.fitted_dates() == ["d1", "d2", "d3"]
+    assert again.measured_before() == [None, None, 21]
+    # a spec whose report is missing (interrupted between the two writes) is fitted again
+    (tmp_path / "calibration" / "report.json").unlink()
+    again.ensure(1)
+    assert calls == ["fit:d1"]
 
 
 def test_the_loop_measures_every_point_before_predicting_any(tmp_path, monkeypatch):

@@ -67,16 +67,29 @@ def test_death_watch_names_the_rank_that_died_first(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds (os.pidfd_open)")
-def test_death_watch_ignores_clean_exits_and_keeps_the_deadline(tmp_path):
-    ranks = [subprocess.Popen([sys.executable, "-c", "pass"]) for _ in range(2)]
-    for p in ranks:
-        p.wait()
-    _pid_files(tmp_path, [p.pid for p in ranks])
-    for r in range(2):
-        (tmp_path / "pids" / f"rank-{r}.done").touch()
+def test_a_clean_exit_is_not_the_first_death(tmp_path):
+    """Rank 0 finishes cleanly (leaves its .done mark) and exits; 0.5 s later rank 1 is killed."""
+    ranks = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(s)".replace("s", d)])
+             for d in ("0.3", "60")]
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    try:
+        _pid_files(tmp_path, [p.pid for p in ranks])
+        (tmp_path / "pids" / "rank-0.done").touch()
+        threading.Thread(target=lambda: (time.sleep(0.8), ranks[1].send_signal(signal.SIGKILL))).start()
+        watch = _DeathWatch(tmp_path, 2)
+        assert watch.wait(job, timeout_s=30) == 0
+        assert watch.first == (1, ranks[1].pid)
+    finally:
+        for p in (*ranks, job):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds (os.pidfd_open)")
+def test_death_watch_keeps_the_deadline(tmp_path):
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        watch = _DeathWatch(tmp_path, 2)
+        watch = _DeathWatch(tmp_path, 2)   # no rank ever writes its PID file
         start = time.monotonic()
         with pytest.raises(subprocess.TimeoutExpired):
             watch.wait(job, timeout_s=0.5)

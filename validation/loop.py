@@ -141,9 +141,9 @@ def load_measured(out_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     for f in sorted((Path(out_dir) / "measured").glob("*.json")):
         try:
             doc = json.loads(f.read_text())
-        except ValueError:
-            continue
-        out[doc["id"]] = doc["measurement"]
+            out[doc["id"]] = doc["measurement"]
+        except (ValueError, KeyError, TypeError):
+            continue   # never half-written (atomic), but a foreign file is skipped
     return out
 
 

@@ -197,9 +197,10 @@ def _headline(results, summary) -> Section:
     sessions = summary.get("calibration") or {}
     if sessions.get("sessions", 1) > 1:
         s.blocks.append(("note",
-                         f"**Calibration sessions:** the calibration was measured {sessions['sessions']} times, "
-                         f"before points {', '.join(str(i + 1) for i in sessions.get('before_points', []))} of the "
-                         "matrix, and every prediction uses all of them merged (per measured item the geometric "
+                         f"**Calibration sessions:** the calibration was measured {sessions['sessions']} times"
+                         + (f", before points {', '.join(str(i + 1) for i in at)} of the matrix"
+                            if (at := [i for i in sessions.get("before_points") or [] if i is not None]) else "")
+                         + ", and every prediction uses all of them merged (per measured item the geometric "
                          "mean over the sessions, `executor.calibrate.combine_sessions`); every point was run "
                          "first and predicted after the last run, from the calibration alone. One session is one "
                          "moment of the host's drifting speed: alone, its error would shift every prediction with "
@@ -743,7 +744,7 @@ def write_report(out_dir: str | os.PathLike, results: Sequence[Mapping[str, Any]
     Parameters
     ----------
     out_dir : folder to write into (created if missing).
-    results : point results as written by :func:`validation.loop.run_point`.
+    results : point results as written by :func:`validation.loop.compare_point`.
     summary : :func:`validation.loop.summary_of` of those results, optionally with ``time_to_accuracy``
         and ``published`` (the dict of :func:`validation.published.validate_published`).
     title : the report's title.

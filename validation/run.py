@@ -12,7 +12,8 @@
 5. The report (:mod:`validation.report`): ``OUT/report.md`` and ``OUT/report.html``; the summary in
    ``OUT/summary.json``.
 
-Every step writes its results as files, so a second call with the same ``OUT`` only does what is missing.
+Every step writes its results as files, so a second call with the same ``OUT`` measures only what is missing
+(it predicts every point again, and refits the spec where sessions were added).
 """
 from __future__ import annotations
 
@@ -86,8 +87,10 @@ class SessionCalibration:
             return None
         return doc if doc.get("plan", self.plan.name) == self.plan.name else None
 
-    def ensure(self, j: int) -> Path:
-        """Sessions 1..``j`` measured, and the spec fitted to them; returns the spec's path."""
+    def ensure(self, j: int, before_point: int | None = None) -> Path:
+        """Sessions 1..``j`` measured (a missing one now, recorded as measured before matrix point index
+        ``before_point``), and the spec fitted to them (or to more: a resumed run keeps the fit to every
+        session it has); returns the spec's path."""
         from executor.calibrate import fit_calibration, measure_calibration, write_spec
 
         raws = []
@@ -97,20 +100,37 @@ class SessionCalibration:
                 self.say(f"calibration session {i}/{self.sessions}: measuring this machine "
                          "(compute, allreduce, overheads)")
                 raw = measure_calibration(self.plan, progress=lambda m, i=i: self.say(f"calibration {i}: {m}"))
+                raw["before_point"] = before_point if i == j else None
                 write_json_atomic(self.folder / f"session-{i}.json", raw)
             raws.append(raw)
         dates = [str(r.get("date")) for r in raws]
-        try:
-            fitted = json.loads((self.folder / "report.json").read_text()).get("session_dates")
-        except (OSError, ValueError):
-            fitted = None
-        if fitted == dates and self.spec.exists() and reusable_calibration(self.spec) is None:
+        fitted = self.fitted_dates()
+        if fitted is not None and fitted[:len(dates)] == dates and reusable_calibration(self.spec) is None:
             return self.spec
         self.say(f"calibration: fitting the spec to {j} session(s)")
         report = fit_calibration(self.plan, raws, progress=lambda m: self.say(f"calibration: {m}"))
-        write_json_atomic(self.folder / "report.json", {k: v for k, v in report.items() if k != "raw_sessions"})
         write_spec(report, self.spec)
+        # the report names the sessions fitted: written last, so that it never claims a spec not yet written
+        write_json_atomic(self.folder / "report.json", {k: v for k, v in report.items() if k != "raw_sessions"})
         return self.spec
+
+    def fitted_dates(self) -> list[str] | None:
+        """Dates of the sessions the spec is fitted to (None: no complete fit)."""
+        try:
+            dates = json.loads((self.folder / "report.json").read_text()).get("session_dates")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return dates if isinstance(dates, list) and self.spec.exists() else None
+
+    def measured_before(self) -> list[int | None]:
+        """Per stored session, the matrix point index it was measured before (None: not recorded)."""
+        out = []
+        for i in range(1, self.sessions + 1):
+            raw = self._raw(i)
+            if raw is None:
+                break
+            out.append(raw.get("before_point"))
+        return out
 
 
 def load_emulated(path: str | os.PathLike) -> dict[str, Any]:
@@ -144,14 +164,14 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
     start = time.perf_counter()
     name = "quick" if quick else "full"
     cal = SessionCalibration(out, quick, say, CALIBRATION_SESSIONS[name])
-    system = str(cal.ensure(1))
+    system = str(cal.ensure(1, before_point=0))
     points = MATRICES[name]()
     starts = session_starts(len(points), cal.sessions)
 
     def before_point(i: int, n: int) -> None:
         for j, at in enumerate(starts, start=1):
             if at == i:
-                cal.ensure(j)
+                cal.ensure(j, before_point=i)
     reps = repeats if repeats is not None else (1 if quick else 2)
 
     def progress(i: int, n: int, label: str) -> None:
@@ -162,9 +182,8 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
 
     summary = run_matrix(points, out, system=system, repeats=reps, progress=progress, control=CONTROL_POINT,
                          control_every=2 if quick else 4, before_point=before_point)
-    cal_report = json.loads((out / "calibration" / "report.json").read_text())
-    summary["calibration"] = {"sessions": cal_report.get("sessions", 1), "dates": cal_report.get("session_dates"),
-                              "before_points": starts}
+    dates = cal.fitted_dates() or []
+    summary["calibration"] = {"sessions": len(dates), "dates": dates, "before_points": cal.measured_before()}
     from validation.tta import run_tta
 
     say("time to accuracy on the bundled digits")

@@ -76,7 +76,10 @@ def _sessions_of(path: str) -> list[dict[str, Any]]:
     sessions = doc.get("raw_sessions") if isinstance(doc, dict) else None
     if not isinstance(sessions, list) or not sessions:
         raise ConfigError("--merge", "merge", path, "no 'raw_sessions' (write it with perfmodel calibrate --report)")
-    return [normalise_raw(s) for s in sessions]
+    try:
+        return [normalise_raw(s) for s in sessions]
+    except ConfigError as exc:
+        raise ConfigError("--merge", "merge", path, f"a session is not usable ({exc.reason})") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +90,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out", "out", str(out), "the spec file name must end in .toml")
     if not args.timeout > 0:
         raise ConfigError("--timeout", "timeout", args.timeout, "must be > 0 seconds")
-    earlier = [s for path in args.merge for s in _sessions_of(path)]   # bad files fail before any measurement
+    earlier, seen = [], set()
+    for path in args.merge:   # bad files fail before any measurement; a session in two reports counts once
+        for sess in _sessions_of(path):
+            key = (sess.get("host"), sess.get("date"))
+            if key not in seen:
+                seen.add(key)
+                earlier.append(sess)
     say = None if args.json else (lambda msg: print(f"calibrate: {msg}", file=sys.stderr, flush=True))
     report = calibrate(QUICK if args.quick else FULL, progress=say, timeout_s=args.timeout, earlier=earlier)
     system_file, device_file = write_spec(report, out)

@@ -7,9 +7,11 @@ Two modes, one subcommand:
   ``error_pct``, ``role``), the median and max absolute error over the validation rows, the calibration rows'
   errors apart, and the rows that were skipped with their reasons.
 - ``perfmodel validate [--quick] [--out DIR] [--repeats N] [--json]``: the closed loop on this machine
-  (:mod:`validation.run`): calibrate once, then for every point of the validation matrix predict (analytic
-  and simulated), run for real and compare; time to accuracy on the bundled digits; the published-results
-  comparison; a Markdown and self-contained HTML report. Resumable: a finished point is not re-run.
+  (:mod:`validation.run`): calibrate (the full matrix: three sessions spread over its runs, merged), run
+  every point of the validation matrix for real, then predict each (analytic and simulated) from the
+  calibration and compare; time to accuracy on the bundled digits; the published-results comparison; a
+  Markdown and self-contained HTML report. Resumable: a measured point or calibration session is not
+  measured again.
   ``--json`` prints the summary (``configs``, ``mape_iteration``, ``max_ape_iteration`` in percent,
   ``report``).
 """
