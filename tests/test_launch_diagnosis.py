@@ -43,46 +43,38 @@ def test_the_first_death_overrides_a_banner_that_names_a_rank_stopped_after_it(t
     assert msg.startswith("rank 1 (pid 101) died first") and "signal 9" in msg and "\n" not in msg
 
 
-@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds (os.pidfd_open)")
-def test_death_watch_names_the_rank_that_died_first(tmp_path):
-    """Two stand-in ranks and a stand-in launcher: rank 1 dies, 0.3 s later rank 0, then the launcher."""
-    ranks = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+def _watch_stand_ins(tmp_path, kills: dict[int, float], clean: tuple[int, ...] = ()):
+    """Two stand-in ranks and a stand-in launcher that ends after 1.5 s. Rank r is SIGKILLed after
+    ``kills[r]`` seconds; a rank in ``clean`` leaves its .done mark and exits by itself after 0.3 s.
+    Returns (the watch after the wait, the ranks' PIDs)."""
+    ranks = [subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({0.3 if r in clean else 60})"])
+             for r in range(2)]
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     try:
         _pid_files(tmp_path, [p.pid for p in ranks])
+        for r in clean:
+            (tmp_path / "pids" / f"rank-{r}.done").touch()
+        for r, delay in kills.items():
+            threading.Thread(target=lambda p=ranks[r], d=delay: (time.sleep(d), p.send_signal(signal.SIGKILL))).start()
         watch = _DeathWatch(tmp_path, 2)
-
-        def later(delay, proc):
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-
-        threading.Thread(target=later, args=(0.5, ranks[1])).start()
-        threading.Thread(target=later, args=(0.8, ranks[0])).start()
         assert watch.wait(job, timeout_s=30) == 0
-        assert watch.first == (1, ranks[1].pid)
+        return watch, [p.pid for p in ranks]
     finally:
         for p in (*ranks, job):
             p.kill()
             p.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds (os.pidfd_open)")
+def test_death_watch_names_the_rank_that_died_first(tmp_path):
+    watch, pids = _watch_stand_ins(tmp_path, {1: 0.5, 0: 0.8})   # rank 1 dies, 0.3 s later rank 0
+    assert watch.first == (1, pids[1])
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds (os.pidfd_open)")
 def test_a_clean_exit_is_not_the_first_death(tmp_path):
-    """Rank 0 finishes cleanly (leaves its .done mark) and exits; 0.5 s later rank 1 is killed."""
-    ranks = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(s)".replace("s", d)])
-             for d in ("0.3", "60")]
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
-    try:
-        _pid_files(tmp_path, [p.pid for p in ranks])
-        (tmp_path / "pids" / "rank-0.done").touch()
-        threading.Thread(target=lambda: (time.sleep(0.8), ranks[1].send_signal(signal.SIGKILL))).start()
-        watch = _DeathWatch(tmp_path, 2)
-        assert watch.wait(job, timeout_s=30) == 0
-        assert watch.first == (1, ranks[1].pid)
-    finally:
-        for p in (*ranks, job):
-            p.kill()
-            p.wait()
+    watch, pids = _watch_stand_ins(tmp_path, {1: 0.8}, clean=(0,))   # rank 0 ends cleanly first
+    assert watch.first == (1, pids[1])
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds (os.pidfd_open)")
