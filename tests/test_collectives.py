@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -613,14 +612,17 @@ def test_unknown_algorithm_and_bad_parameters():
 # ---------------------------------------------------------------------------------------------------------
 # vectorisation
 # ---------------------------------------------------------------------------------------------------------
-def test_vectorised_speed():
+def test_vectorised_over_100k_configurations():
+    """Every algorithm prices 100,000 (ranks, bytes) pairs in one call (the throughput target is checked by
+    benchmarks/bench_predict_throughput.py, not here)."""
     rng = np.random.default_rng(0)
     p = rng.integers(1, 1025, 100_000)
     n = 10.0 ** rng.uniform(3, 9, 100_000)
     fab = Fabric(NetParams(1e-6, 1 / 150e9, G), NetParams(A, B, G), ranks_per_node=8)
     for name in [*ALGORITHMS, "auto"]:
-        C.allreduce_time(name, p[:10], n[:10], fab)  # warm up
-        t0 = time.perf_counter()
         out = C.allreduce_time(name, p, n, fab)
-        assert time.perf_counter() - t0 < 1.0, name
         assert out.shape == (100_000,) and np.isfinite(out).all()
+        assert ((out == 0) == (p == 1)).all()   # one rank: nothing to reduce; more: a positive time
+        # element-wise the same as one pair at a time
+        for i in (0, 4_999, 99_999):
+            assert out[i] == pytest.approx(float(C.allreduce_time(name, p[i:i + 1], n[i:i + 1], fab)[0]), rel=1e-12)
