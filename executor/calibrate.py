@@ -659,7 +659,7 @@ def combine_sessions(docs: Sequence[Any]) -> Any:
         return first
     if isinstance(first, float):
         vals = [float(d) for d in docs if isinstance(d, (int, float)) and not isinstance(d, bool)]
-        if all(v == vals[0] for v in vals):   # one session (or identical ones): exactly itself
+        if all(v == vals[0] for v in vals):   # identical sessions: exactly that value
             return vals[0]
         if all(v > 0 for v in vals):
             return float(np.exp(np.mean(np.log(vals))))
@@ -758,6 +758,19 @@ def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str
     return raw
 
 
+def _checked_sessions(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]],
+                      host: str | None = None) -> list[dict[str, Any]]:
+    """``sessions`` normalised (:func:`normalise_raw`); a session of another plan, or of another host than
+    ``host`` when given, is a clear error."""
+    out = [normalise_raw(r) for r in sessions]
+    for r in out:
+        if r.get("plan", plan.name) != plan.name:
+            raise ConfigError(SOURCE, "earlier session plan", r.get("plan"), f"differs from this plan ({plan.name})")
+        if host is not None and r.get("host", host) != host:
+            raise ConfigError(SOURCE, "earlier session host", r.get("host"), f"is not this machine ({host})")
+    return out
+
+
 def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]], *,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit every parameter (see the module docstring) to one or more sessions of :func:`measure_calibration`
@@ -766,15 +779,13 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
 
     Returns a JSON-ready report: ``machine``, ``device`` (peak, bandwidth, curves, layer overhead),
     ``compute_fit``, ``allreduce_fit``, ``overheads``, ``sessions`` and ``session_dates``, every session's raw
-    documents (``raw_sessions``, oldest first) and ``elapsed_s`` (the last session's measuring time). :func:`write_spec` turns it into spec files.
+    documents (``raw_sessions``, oldest first) and ``elapsed_s`` (the last session's measuring time).
+    :func:`write_spec` turns it into spec files.
     """
     say = progress or (lambda msg: None)
     if not sessions:
         raise ConfigError(SOURCE, "calibration sessions", 0, "nothing to fit")
-    sessions = [normalise_raw(r) for r in sessions]
-    for r in sessions:
-        if r.get("plan", plan.name) != plan.name:
-            raise ConfigError(SOURCE, "session plan", r.get("plan"), f"differs from the plan fitted ({plan.name})")
+    sessions = _checked_sessions(plan, sessions)
     last = sessions[-1]
     cores = int(last.get("cores") or os.cpu_count() or 1)
     date, host = str(last.get("date", "?")), str(last.get("host", "?"))
@@ -861,13 +872,7 @@ def calibrate(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] |
     The compute jobs (one per rank count) are repeated ``plan.compute_rounds`` times and merged with
     :func:`merge_compute_docs` (the fastest round per item).
     """
-    earlier = [normalise_raw(r) for r in earlier]   # a bad document fails before any measurement
-    host = platform.node() or "unknown-host"
-    for r in earlier:
-        if r.get("plan", plan.name) != plan.name:
-            raise ConfigError(SOURCE, "earlier session plan", r.get("plan"), f"differs from this plan ({plan.name})")
-        if r.get("host", host) != host:
-            raise ConfigError(SOURCE, "earlier session host", r.get("host"), f"is not this machine ({host})")
+    earlier = _checked_sessions(plan, earlier, host=platform.node() or "unknown-host")   # before measuring
     raw = measure_calibration(plan, progress=progress, timeout_s=timeout_s)
     return fit_calibration(plan, [*earlier, raw], progress=progress)
 
