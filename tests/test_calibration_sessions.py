@@ -61,8 +61,8 @@ def test_a_raw_document_is_checked_and_its_rank_keys_restored():
 
 
 def test_session_starts_spread_over_the_matrix():
-    assert session_starts(32, 1) == [0]
-    assert session_starts(32, 3) == [0, 11, 21]
+    assert session_starts(1, 1) == [0]
+    assert session_starts(3, 3) == [0, 1, 2]
     assert session_starts(6, 3) == [0, 2, 4]
 
 
@@ -136,7 +136,7 @@ def test_sessions_are_stored_reused_and_fitted_together(tmp_path, monkeypatch):
     # a new object on the same folder (a resumed validation) measures only the missing third session
     calls.clear()
     again = SessionCalibration(tmp_path, quick=False, say=lambda m: None, sessions=3)
-    again.ensure(3, before_point=21)
+    again.ensure(3, before_pass=2)
     assert calls == ["measure", "fit:d1,d2,d3"]
     assert sorted(p.name for p in (tmp_path / "calibration").glob("session-*.json")) == \
         ["session-1.json", "session-2.json", "session-3.json"]
@@ -145,33 +145,41 @@ def test_sessions_are_stored_reused_and_fitted_together(tmp_path, monkeypatch):
     for j in (1, 2, 3):
         again.ensure(j)
     assert calls == [] and again.fitted_dates() == ["d1", "d2", "d3"]
-    assert again.measured_before() == [None, None, 21]
+    assert again.measured_before() == [None, None, 2]
     # a spec whose report is missing (interrupted between the two writes) is fitted again
     (tmp_path / "calibration" / "report.json").unlink()
     again.ensure(1)
     assert calls == ["fit:d1"]
 
 
-def test_the_loop_measures_every_point_before_predicting_any(tmp_path, monkeypatch):
-    events: list[str] = []
+def _fake_runs(monkeypatch, events, times=None):
+    """run_matrix with the runs and predictions replaced; ``times[(id, n)]`` = (iteration, probe) of the
+    n-th run (1-based) of a point (default 0.1 s, 5 ms)."""
+    count: dict[str, int] = {}
 
-    def fake_measure(point, system, repeats, timeout_s):
+    def fake_run(point, system, timeout_s):
+        count[point.id] = count.get(point.id, 0) + 1
         events.append("run " + point.id)
-        return {"iteration_s": 0.1, "speed_probe_s": 0.005}
+        it, probe = (times or {}).get((point.id, count[point.id]), (0.1, 0.005))
+        return {"iteration_s": it, "speed_probe_s": probe, "iteration_times_s": [it, it], "run_wall_s": 1.0}
 
     def fake_compare(point, meas, system):
         events.append("predict " + point.id)
         return {"id": point.id, "measurement": meas}
 
-    monkeypatch.setattr(loop, "_measure", fake_measure)
+    monkeypatch.setattr(loop, "_run_once", fake_run)
     monkeypatch.setattr(loop, "compare_point", fake_compare)
     monkeypatch.setattr(loop, "summary_of", lambda results: {"configs": len(results)})
+
+
+def test_the_loop_measures_every_point_before_predicting_any(tmp_path, monkeypatch):
+    events: list[str] = []
+    _fake_runs(monkeypatch, events)
     points = [Point("resnet20", 1, 16 * k) for k in range(1, 5)]
     ids = [p.id for p in points]
-    s = loop.run_matrix(points, tmp_path, before_point=lambda i, n: events.append(f"before {i}/{n}"))
+    s = loop.run_matrix(points, tmp_path, before_pass=lambda r, n: events.append(f"before {r}/{n}"))
     assert s["configs"] == 4
-    assert events == ["before 0/4", "run " + ids[0], "before 1/4", "run " + ids[1], "before 2/4",
-                      "run " + ids[2], "before 3/4", "run " + ids[3]] + ["predict " + i for i in ids]
+    assert events == ["before 0/1"] + ["run " + i for i in ids] + ["predict " + i for i in ids]
     # resumed: nothing runs again, every point is predicted again (from the spec as it is now)
     events.clear()
     loop.run_matrix(points, tmp_path)
@@ -183,6 +191,47 @@ def test_the_loop_measures_every_point_before_predicting_any(tmp_path, monkeypat
     assert events == ["predict " + i for i in ids]
 
 
+def test_repeats_are_passes_over_the_matrix_and_the_median_normalised_run_counts(tmp_path, monkeypatch):
+    events: list[str] = []
+    a, b = Point("resnet20", 1, 16), Point("resnet20", 1, 32)
+    # a's runs: 100 ms at a 5 ms probe (speed-normalised 20), 150 ms at 6 ms (25), 90 ms at 4 ms (22.5): the
+    # median normalised run is the third, the fastest raw one (the median raw time is run 1's). b's: 200 ms /
+    # 5 ms (40), 300 ms / 5 ms (60), 260 ms / 5.2 ms (50): run 3.
+    times = {(a.id, 1): (0.1, 0.005), (a.id, 2): (0.15, 0.006), (a.id, 3): (0.09, 0.004),
+             (b.id, 1): (0.2, 0.005), (b.id, 2): (0.3, 0.005), (b.id, 3): (0.26, 0.0052)}
+    _fake_runs(monkeypatch, events, times)
+    s = loop.run_matrix([a, b], tmp_path, repeats=3, before_pass=lambda r, n: events.append(f"before {r}/{n}"))
+    assert s["configs"] == 2
+    assert events == ["before 0/3", "run " + a.id, "run " + b.id, "before 1/3", "run " + a.id, "run " + b.id,
+                      "before 2/3", "run " + a.id, "run " + b.id, "predict " + a.id, "predict " + b.id]
+    ma = json.loads((tmp_path / "measured" / f"{a.id}.json").read_text())["measurement"]
+    mb = json.loads((tmp_path / "measured" / f"{b.id}.json").read_text())["measurement"]
+    assert ma["selected_run"] == 2 and ma["iteration_s"] == 0.09 and ma["speed_probe_s"] == 0.004
+    assert ma["repeat_iteration_s"] == [0.1, 0.15, 0.09] and ma["repeat_speed_probe_s"] == [0.005, 0.006, 0.004]
+    assert mb["selected_run"] == 2 and mb["iteration_s"] == 0.26 and mb["speed_probe_s"] == 0.0052
+    assert ma["run_wall_s"] == 3.0
+    # spreads: raw half-range over the mean, and the same of the normalised times (20, 25, 22.5)
+    assert ma["noise"]["repeat_pct"] == pytest.approx(100 * 0.03 / (0.34 / 3))
+    assert ma["noise"]["repeat_normalised_pct"] == pytest.approx(100 * 2.5 / 22.5)
+    assert sorted(p.name for p in (tmp_path / "runs" / a.id).iterdir()) == ["run-1.json", "run-2.json", "run-3.json"]
+    # interrupted in pass 3 (b's third run and both measurements missing): only that run is taken again
+    (tmp_path / "runs" / b.id / "run-3.json").unlink()
+    for p in (a, b):
+        (tmp_path / "measured" / f"{p.id}.json").unlink()
+        (tmp_path / "points" / f"{p.id}.json").unlink()
+    events.clear()
+    loop.run_matrix([a, b], tmp_path, repeats=3)
+    assert events == ["run " + b.id, "predict " + a.id, "predict " + b.id]
+
+
+def test_combine_runs_without_probes_takes_the_median_time():
+    runs = [{"iteration_s": t, "iteration_times_s": [t], "speed_probe_s": None} for t in (0.3, 0.1, 0.2)]
+    m = loop.combine_runs(runs)
+    assert m["iteration_s"] == 0.2 and m["selected_run"] == 2 and "repeat_normalised_pct" not in m["noise"]
+    with pytest.raises(ValueError):
+        loop.combine_runs([])
+
+
 def test_report_states_the_calibration_sessions(tmp_path):
     from test_report import synthetic_results   # tests/ is on sys.path (pytest rootdir-less test modules)
     from validation.loop import summary_of
@@ -191,7 +240,7 @@ def test_report_states_the_calibration_sessions(tmp_path):
     results = synthetic_results()
     one = write_report(tmp_path / "a", results, dict(summary_of(results), calibration={"sessions": 1}))
     assert "Calibration sessions" not in open(one["markdown"], encoding="utf-8").read()
-    s = dict(summary_of(results), calibration={"sessions": 3, "dates": ["a", "b", "c"], "before_points": [0, 11, 21]})
+    s = dict(summary_of(results), calibration={"sessions": 3, "dates": ["a", "b", "c"], "before_passes": [0, 1, 2]})
     md = open(write_report(tmp_path / "b", results, s)["markdown"], encoding="utf-8").read()
     head = md.split("## 2.")[0]
-    assert "**Calibration sessions:** the calibration was measured 3 times, before points 1, 12, 22" in head
+    assert "**Calibration sessions:** the calibration was measured 3 times, before passes 1, 2, 3" in head

@@ -46,18 +46,20 @@ def test_the_control_point_is_an_ordinary_point_of_the_matrices():
     assert like and all(p.iterations == CONTROL_POINT.iterations for p in like)
 
 
-def _fake_loop(monkeypatch, measured: list[str]):
-    """run_matrix with the runs replaced: every measurement is recorded in ``measured`` by point id, and the
-    control's iteration time grows by 1 ms per call while its probe stays put."""
-    def fake_measure(point, system, repeats, timeout_s):
+def _fake_loop(monkeypatch, measured: list[str], probe_of=None):
+    """run_matrix with the runs replaced: every run is recorded in ``measured`` by point id, and the
+    control's iteration time grows by 1 ms per call while its probe stays put (``probe_of(n)``: the probe of
+    the n-th run of a point, default 5 ms)."""
+    def fake_run(point, system, timeout_s):
         measured.append(point.id)
         n = sum(1 for m in measured if m == point.id)
-        return {"iteration_s": 0.1 + 0.001 * (n - 1), "speed_probe_s": 0.005}
+        it = 0.1 + 0.001 * (n - 1)
+        return {"iteration_s": it, "speed_probe_s": probe_of(n) if probe_of else 0.005, "iteration_times_s": [it]}
 
     def fake_compare_point(point, meas, **kw):
         return {"id": point.id, "measurement": meas}
 
-    monkeypatch.setattr(loop, "_measure", fake_measure)
+    monkeypatch.setattr(loop, "_run_once", fake_run)
     monkeypatch.setattr(loop, "compare_point", fake_compare_point)
     monkeypatch.setattr(loop, "summary_of", lambda results: {"configs": len(results)})
 
@@ -84,6 +86,28 @@ def test_control_runs_between_points_and_is_resumable(tmp_path, monkeypatch):
     measured.clear()
     again = loop.run_matrix(points, tmp_path, control=CONTROL_POINT, control_every=2)
     assert measured == [] and again["noise_floor"]["mape"] == pytest.approx(nf["mape"])
+
+
+def test_controls_in_passes_are_combined_like_the_points_runs(tmp_path, monkeypatch):
+    points = [Point("resnet20", 1, 16 * k) for k in range(1, 4)]   # three 1-rank points
+    measured: list[str] = []
+    _fake_loop(monkeypatch, measured)
+    s = loop.run_matrix(points, tmp_path, repeats=2, control=CONTROL_POINT, control_every=2)
+    cid = CONTROL_POINT.id
+    # per pass: a reference, then a control after point 2 and after the last (3)
+    names = sorted(p.stem for p in (tmp_path / "control").glob("*.json"))
+    assert names == ["after-002", "after-002-pass-2", "after-003", "after-003-pass-2", "reference",
+                     "reference-pass-2"]
+    assert measured.count(cid) == 6 and all(measured.count(p.id) == 2 for p in points)
+    # control runs 1..6 took 100..105 ms at one probe: references 100 and 103 ms (geometric mean), the
+    # place "after-002" runs 101 and 104 (the lower median, 101 ms), "after-003" 102 and 105 (102 ms)
+    ref, runs = load_controls(tmp_path)
+    assert ref["runs"] == 2 and ref["iteration_s"] == pytest.approx((0.1 * 0.103) ** 0.5)
+    nf = s["noise_floor"]
+    assert nf["count"] == 2 and [r["runs"] for r in nf["runs"]] == [2, 2]
+    r0 = ref["iteration_s"]
+    assert [r["measured_s"] for r in nf["runs"]] == pytest.approx([0.101, 0.102])
+    assert [r["error_pct"] for r in nf["runs"]] == pytest.approx([100 * (r0 - t) / t for t in (0.101, 0.102)])
 
 
 def test_without_a_control_nothing_extra_runs(tmp_path, monkeypatch):

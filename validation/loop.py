@@ -3,6 +3,7 @@ calibration alone, compare; every result is a file, so an interrupted validation
 
 Layout of the output folder::
 
+    OUT/runs/<point id>/run-<r>.json   the point's run in pass r (runs of one point are passes apart)
     OUT/measured/<point id>.json   one measurement per point (written atomically when its runs are done)
     OUT/points/<point id>.json     one result per point: prediction, simulation, measurement, errors
     OUT/summary.json               headline errors, per-component errors, noise, time to accuracy, published
@@ -37,7 +38,7 @@ from perfmodel.simulate import simulate
 from validation.errors import component_errors, noise_pct, summarise_errors
 from validation.matrix import Point
 
-__all__ = ["run_point", "compare_point", "run_matrix", "load_points", "load_measured", "summary_of"]
+__all__ = ["run_point", "compare_point", "combine_runs", "run_matrix", "load_points", "load_measured", "summary_of"]
 
 
 def _slowest_iterations(measurement: Mapping[str, Any]) -> list[float]:
@@ -47,27 +48,62 @@ def _slowest_iterations(measurement: Mapping[str, Any]) -> list[float]:
     return [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
 
 
-def _measure(point: Point, system: str, repeats: int, timeout_s: float) -> dict[str, Any]:
+def _slowest_probes(measurement: Mapping[str, Any]) -> list[float] | None:
+    """Per measured iteration, the slowest rank's host speed probe time (seconds; None without probes)."""
+    recs = measurement["records"]
+    n = min(len(r) for r in recs)
+    rows = [i for i in range(n) if not recs[0][i]["warmup"]]
+    if not rows or not all("probe_s" in r[i] for r in recs for i in rows):
+        return None
+    return [max(r[i]["probe_s"] for r in recs) for i in rows]
+
+
+def _run_once(point: Point, system: str, timeout_s: float) -> dict[str, Any]:
+    """One real run of ``point`` (with the host speed probe), reduced to what the comparison keeps."""
     from executor.launch import launch
 
-    runs = []
-    for _ in range(repeats):
-        m = launch(point.config(system), point.ranks, iterations=point.iterations,
-                   warmup_iterations=point.warmup_iterations, timeout_s=timeout_s, extra={"speed_probe": True})
-        runs.append(m)
-    # the reported measurement is the repeat with the median mean iteration time; all repeats are kept
-    order = sorted(range(len(runs)), key=lambda i: runs[i]["iteration_s"])
-    best = runs[order[len(order) // 2]]
-    iters = _slowest_iterations(best)
+    t0 = time.perf_counter()
+    m = launch(point.config(system), point.ranks, iterations=point.iterations,
+               warmup_iterations=point.warmup_iterations, timeout_s=timeout_s, extra={"speed_probe": True})
     return {
-        "iteration_s": best["iteration_s"], "breakdown": best["breakdown"], "images_per_s": best["images_per_s"],
-        "iteration_p50_s": best["iteration_p50_s"], "iteration_p99_s": best["iteration_p99_s"],
-        "iteration_times_s": iters, "repeat_iteration_s": [r["iteration_s"] for r in runs],
-        "cores_per_rank": best.get("cores_per_rank"), "allreduce_algorithm": best.get("allreduce_algorithm"),
-        "software": best.get("software"), "machine": best.get("machine"),
-        "noise": noise_pct(iters, [r["iteration_s"] for r in runs]),
-        "speed_probe_s": (best.get("speed_probe") or {}).get("median_s"),
+        "iteration_s": m["iteration_s"], "breakdown": m["breakdown"], "images_per_s": m["images_per_s"],
+        "iteration_p50_s": m["iteration_p50_s"], "iteration_p99_s": m["iteration_p99_s"],
+        "iteration_times_s": _slowest_iterations(m), "iteration_probe_s": _slowest_probes(m),
+        "cores_per_rank": m.get("cores_per_rank"), "allreduce_algorithm": m.get("allreduce_algorithm"),
+        "software": m.get("software"), "machine": m.get("machine"),
+        "speed_probe_s": (m.get("speed_probe") or {}).get("median_s"),
+        "run_wall_s": time.perf_counter() - t0,
     }
+
+
+def combine_runs(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The measurement of a point from its runs (each from :func:`_run_once`): the run with the median
+    *speed-normalised* time (iteration over its speed probe; the plain iteration time when a run has no
+    probe), with every run's time and probe kept. Normalising first means the run chosen is the typical one
+    for the host's speed at the time, not the one that happened to fall in a slow minute; with two runs
+    the faster-normalised is taken (the lower median)."""
+    if not runs:
+        raise ValueError("combine_runs: no runs")
+    probes = [r.get("speed_probe_s") for r in runs]
+    key = ([r["iteration_s"] / p for r, p in zip(runs, probes)] if all(probes)
+           else [r["iteration_s"] for r in runs])
+    order = sorted(range(len(runs)), key=lambda i: key[i])
+    pick = order[(len(order) - 1) // 2]
+    best = runs[pick]
+    times = [r["iteration_s"] for r in runs]
+    out = {k: v for k, v in best.items() if k != "run_wall_s"}
+    out.update({"repeat_iteration_s": times, "repeat_speed_probe_s": probes, "selected_run": pick,
+                "noise": noise_pct(best["iteration_times_s"], times),
+                "run_wall_s": sum(float(r.get("run_wall_s") or 0.0) for r in runs)})
+    if len(runs) > 1 and all(probes):
+        norm = [t / p for t, p in zip(times, probes)]
+        out["noise"]["repeat_normalised_pct"] = float(100 * (max(norm) - min(norm)) / 2 / statistics.fmean(norm))
+    return out
+
+
+def _measure(point: Point, system: str, repeats: int, timeout_s: float) -> dict[str, Any]:
+    """``repeats`` runs of ``point`` back to back, combined (:func:`combine_runs`)."""
+    return combine_runs([_run_once(point, system, timeout_s) for _ in range(repeats)])
 
 
 def speed_factor(system: str, ranks: int, probe_s: float | None, model: str | None = None) -> float | None:
@@ -159,51 +195,71 @@ def load_points(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def _load_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # never half-written (atomic); a foreign file is measured again
+
+
 def run_matrix(points: list[Point], out_dir: str | os.PathLike, *, system: str = "local", repeats: int = 1,
                progress: Callable[[int, int, str], None] | None = None, timeout_s: float = 900.0,
                control: Point | None = None, control_every: int = 4,
-               before_point: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+               before_pass: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Measure every point not yet measured (resumable), then predict and compare all of them, and return the
     error summary over all finished points.
 
+    The ``repeats`` runs of a point are taken in ``repeats`` passes over the whole matrix (pass ``r`` runs
+    every point once, ``OUT/runs/<id>/run-<r>.json``), not back to back: the host's speed drifts over
+    minutes, and a slow minute then falls on one run of several points instead of on every run of one. When
+    a point has all its runs, its measurement is the run with the median speed-normalised time
+    (:func:`combine_runs`, ``OUT/measured/<id>.json``).
+
     The runs come first and the predictions after the last run, so that the system spec file ``system`` can
-    hold a calibration merged from sessions spread over the runs (``before_point(i, n)`` is called before the
-    ``i``-th of ``n`` points, measured or not, e.g. to measure a calibration session there and rewrite the
-    spec). The predictions use the calibration only, never the runs.
+    hold a calibration merged from sessions spread over the passes (``before_pass(r, passes)`` is called
+    before pass ``r`` = 0, 1, ..., measured or not, e.g. to measure a calibration session there and rewrite
+    the spec). The predictions use the calibration only, never the runs.
 
-    With ``control`` (:mod:`validation.control`): that configuration is run once before the first point (the
-    reference) and again after every ``control_every`` points and after the last; the summary's
-    ``noise_floor`` is the error a perfect model would show on those runs."""
-    from validation.control import ensure_control, load_controls, summarise_controls
+    With ``control`` (:mod:`validation.control`): that configuration is run before the first point of every
+    pass (the reference, merged over the passes) and after every ``control_every`` points and after the last; the summary's
+    ``noise_floor`` is the error a perfect model would show on those runs (the runs at one place of the
+    passes combined as the points' runs are)."""
+    from validation.control import control_name, ensure_control, load_controls, summarise_controls
 
-    folder, mfolder = Path(out_dir) / "points", Path(out_dir) / "measured"
+    out = Path(out_dir)
+    folder, mfolder, rfolder = out / "points", out / "measured", out / "runs"
     folder.mkdir(parents=True, exist_ok=True)
     mfolder.mkdir(parents=True, exist_ok=True)
     ordered = sorted(points, key=lambda p: (p.ranks > 1, p.ranks))
     measured = load_measured(out_dir)
+    passes = max(1, int(repeats))
 
     def measure_control() -> dict[str, Any]:
-        return {"point_id": control.id, **_measure(control, system, repeats, timeout_s)}
+        return {"point_id": control.id, **_measure(control, system, 1, timeout_s)}
 
-    if before_point:
-        before_point(0, len(ordered))
-    if control is not None:
-        ensure_control(out_dir, "reference", measure_control)
-    for i, point in enumerate(ordered):
-        if before_point and i:
-            before_point(i, len(ordered))
-        if progress:
-            progress(i, len(ordered), point.id)
-        if point.id not in measured:
-            t0 = time.perf_counter()
-            meas = _measure(point, system, repeats, timeout_s)
-            measured[point.id] = {**meas, "run_wall_s": time.perf_counter() - t0}
-            write_json_atomic(mfolder / f"{point.id}.json", {"id": point.id, "measurement": measured[point.id]})
-        if control is not None and ((i + 1) % max(1, control_every) == 0 or i + 1 == len(ordered)):
-            ensure_control(out_dir, f"after-{i + 1:03d}", measure_control)
+    n = len(ordered)
+    for r in range(passes):
+        if before_pass:
+            before_pass(r, passes)
+        if control is not None:
+            ensure_control(out_dir, control_name(None, r + 1), measure_control)
+        for i, point in enumerate(ordered):
+            if progress:
+                progress(r * n + i, passes * n, point.id if passes == 1 else f"pass {r + 1}/{passes}: {point.id}")
+            if point.id not in measured:
+                path = rfolder / point.id / f"run-{r + 1}.json"
+                if _load_json(path) is None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_json_atomic(path, _run_once(point, system, timeout_s))
+            if control is not None and ((i + 1) % max(1, control_every) == 0 or i + 1 == n):
+                ensure_control(out_dir, control_name(i + 1, r + 1), measure_control)
     if progress:
-        progress(len(ordered), len(ordered), "done")
+        progress(passes * n, passes * n, "done")
     for point in ordered:
+        if point.id not in measured:
+            runs = [_load_json(rfolder / point.id / f"run-{r + 1}.json") for r in range(passes)]
+            measured[point.id] = combine_runs([x for x in runs if x is not None])
+            write_json_atomic(mfolder / f"{point.id}.json", {"id": point.id, "measurement": measured[point.id]})
         write_json_atomic(folder / f"{point.id}.json", compare_point(point, measured[point.id], system=system))
     wanted = {p.id for p in points}
     results = [r for r in load_points(out_dir) if r["id"] in wanted]
@@ -222,6 +278,8 @@ def summary_of(results: list[Mapping[str, Any]]) -> dict[str, Any]:
     noise = [r["measurement"]["noise"]["sem_pct"] for r in results if r["measurement"]["noise"]["sem_pct"] is not None]
     rep = [r["measurement"]["noise"]["repeat_pct"] for r in results
            if r["measurement"]["noise"]["repeat_pct"] is not None]
+    rep_n = [r["measurement"]["noise"]["repeat_normalised_pct"] for r in results
+             if r["measurement"]["noise"].get("repeat_normalised_pct") is not None]
     return {
         "configs": len(results),
         "mape_iteration": analytic["iteration"]["mape"], "max_ape_iteration": analytic["iteration"]["max_ape"],
@@ -232,5 +290,6 @@ def summary_of(results: list[Mapping[str, Any]]) -> dict[str, Any]:
         if factors else None,
         "components": analytic, "simulation_components": simulated, "raw_components": raw,
         "noise": {"median_sem_pct": statistics.median(noise) if noise else None,
-                  "median_repeat_pct": statistics.median(rep) if rep else None},
+                  "median_repeat_pct": statistics.median(rep) if rep else None,
+                  "median_repeat_normalised_pct": statistics.median(rep_n) if rep_n else None},
     }

@@ -198,8 +198,8 @@ def _headline(results, summary) -> Section:
     if sessions.get("sessions", 1) > 1:
         s.blocks.append(("note",
                          f"**Calibration sessions:** the calibration was measured {sessions['sessions']} times"
-                         + (f", before points {', '.join(str(i + 1) for i in at)} of the matrix"
-                            if (at := [i for i in sessions.get("before_points") or [] if i is not None]) else "")
+                         + (f", before passes {', '.join(str(i + 1) for i in at)} over the matrix"
+                            if (at := [i for i in sessions.get("before_passes") or [] if i is not None]) else "")
                          + ", and every prediction uses all of them merged (per measured item the geometric "
                          "mean over the sessions, `executor.calibrate.combine_sessions`); every point was run "
                          "first and predicted after the last run, from the calibration alone. One session is one "
@@ -208,8 +208,13 @@ def _headline(results, summary) -> Section:
     floor = summary.get("noise_floor")
     if floor and floor.get("mape") is not None:
         s.blocks.append(("note",
-                         f"**Noise floor (control):** `{floor['point']}` was run right after the calibration and "
-                         f"again {floor['count']} times between the points. Taking that first run as a perfect "
+                         f"**Noise floor (control):** `{floor['point']}` was run right after the calibration (the "
+                         f"reference) and again at {floor['count']} places between the points"
+                         + (f" (in each of the {k} passes; the reference merged over the passes and the runs at "
+                            "one place combined like a point's runs)"
+                            if (k := max([int(x.get('runs') or 1) for x in floor.get('runs') or []] or [1])) > 1
+                            else "")
+                         + ". Taking the reference as a perfect "
                          "model's prediction, scaled by the same speed factor, the later runs give a mean "
                          f"|error| of {_pct(floor['mape'])} %, a max of {_pct(floor['max_ape'])} % and a bias of "
                          f"{_pct(floor['bias'], True)} %; unscaled {_pct(floor['mape_raw'])} % / "
@@ -217,6 +222,9 @@ def _headline(results, summary) -> Section:
                          "the host's drift (`validation.control`)."))
     if rep is not None:
         rep_txt = f"the run-to-run spread of repeated runs is {_pct(rep, digits=2)} % (median half-range)"
+        if noise.get("median_repeat_normalised_pct") is not None:
+            rep_txt += (f", {_pct(noise['median_repeat_normalised_pct'], digits=2)} % after each run's speed "
+                        "normalisation")
     else:
         rep_txt = "run-to-run spread not measured (every point ran once)"
     sem_txt = (f"the median standard error (SEM) of a measured mean iteration time is {noise_txt}" if sem is not None
@@ -492,8 +500,9 @@ def _config_section(results) -> Section:
     headers.append("analytic within noise")
     align = "llrrlllr" + "r" * (len(headers) - 9) + "l"
     s.blocks.append(Table(headers, rows, align=align, css="compact",
-                          caption="Times are mean seconds per iteration in ms (measured: the median of the repeats, "
-                                  "slowest rank). 'auto → mpi': the algorithm the run resolved 'auto' to. Within "
+                          caption="Times are mean seconds per iteration in ms (measured: slowest rank; of a point's runs, "
+                                  "one in each pass over the matrix, the run with the median speed-normalised "
+                                  "time). 'auto → mpi': the algorithm the run resolved 'auto' to. Within "
                                   "noise: |analytic error| ≤ max(2 × SEM, run-to-run)."))
     return s
 

@@ -1,10 +1,11 @@
 """``perfmodel validate`` (measured mode): the whole closed loop on this machine, as one resumable job.
 
-1. Calibrate: the benchmarks of ``perfmodel calibrate``, as sessions spread over the matrix (one for the
-   quick matrix, three for the full one: :data:`CALIBRATION_SESSIONS`), merged into one spec,
-   ``OUT/calibration/local.toml``.
-2. The validation matrix (:mod:`validation.matrix`): per point the real runs; after the last, per point the
-   analytic prediction and simulation on the calibrated spec, and the errors (:mod:`validation.loop`).
+1. Calibrate: the benchmarks of ``perfmodel calibrate``, as sessions spread over the matrix's passes (one
+   for the quick matrix, one before each of the full one's three passes: :data:`CALIBRATION_SESSIONS`),
+   merged into one spec, ``OUT/calibration/local.toml``.
+2. The validation matrix (:mod:`validation.matrix`): the real runs, one per point in each pass over the
+   matrix (:data:`DEFAULT_REPEATS`); after the last, per point the analytic prediction and simulation on the
+   calibrated spec, and the errors (:mod:`validation.loop`).
    Between the points, the noise-floor control (:mod:`validation.control`): the error a perfect model would
    show on this host.
 3. Time to accuracy on the bundled digits (:mod:`validation.tta`), predicted leave-one-out.
@@ -29,8 +30,8 @@ from hardware.errors import ConfigError, ToolkitError
 from validation.loop import load_points, run_matrix
 from validation.matrix import MATRICES
 
-__all__ = ["validate_measured", "QUICK_TTA_BATCHES", "FULL_TTA_BATCHES", "CALIBRATION_SESSIONS", "SessionCalibration",
-           "session_starts"]
+__all__ = ["validate_measured", "QUICK_TTA_BATCHES", "FULL_TTA_BATCHES", "CALIBRATION_SESSIONS", "DEFAULT_REPEATS",
+           "SessionCalibration", "session_starts"]
 
 QUICK_TTA_BATCHES = (32, 64, 128, 256)
 FULL_TTA_BATCHES = (32, 64, 128, 256, 512)
@@ -51,15 +52,19 @@ def reusable_calibration(spec: Path) -> str | None:
     return None
 
 
-#: calibration sessions per matrix. The full matrix spreads three over its runs (before its first point, a
-#: third and two thirds in) and predicts from all of them merged (:func:`executor.calibrate.combine_sessions`):
-#: one session is one moment of this host's drifting speed, and its error would bias every prediction alike.
+#: calibration sessions per matrix, spread over its passes (:func:`validation.loop.run_matrix`; the full
+#: matrix: one before each of its three passes), predicting from all of them merged
+#: (:func:`executor.calibrate.combine_sessions`): one session is one moment of this host's drifting speed,
+#: and its error would bias every prediction alike. Never more sessions than passes.
 CALIBRATION_SESSIONS = {"quick": 1, "full": 3}
 
+#: runs per point (each in its own pass over the matrix) unless ``--repeats`` says otherwise
+DEFAULT_REPEATS = {"quick": 1, "full": 3}
 
-def session_starts(points: int, sessions: int) -> list[int]:
-    """Index of the matrix point before which each calibration session is measured (the first: 0)."""
-    return [round(j * points / sessions) for j in range(sessions)]
+
+def session_starts(passes: int, sessions: int) -> list[int]:
+    """Index of the pass before which each calibration session is measured (the first: 0)."""
+    return [round(j * passes / sessions) for j in range(sessions)]
 
 
 class SessionCalibration:
@@ -87,9 +92,9 @@ class SessionCalibration:
             return None
         return doc if doc.get("plan", self.plan.name) == self.plan.name else None
 
-    def ensure(self, j: int, before_point: int | None = None) -> Path:
-        """Sessions 1..``j`` measured (a missing one now, recorded as measured before matrix point index
-        ``before_point``), and the spec fitted to them (or to more: a resumed run keeps the fit to every
+    def ensure(self, j: int, before_pass: int | None = None) -> Path:
+        """Sessions 1..``j`` measured (a missing one now, recorded as measured before pass index
+        ``before_pass`` of the matrix), and the spec fitted to them (or to more: a resumed run keeps the fit to every
         session it has); returns the spec's path."""
         from executor.calibrate import fit_calibration, measure_calibration, write_spec
 
@@ -100,7 +105,7 @@ class SessionCalibration:
                 self.say(f"calibration session {i}/{self.sessions}: measuring this machine "
                          "(compute, allreduce, overheads)")
                 raw = measure_calibration(self.plan, progress=lambda m, i=i: self.say(f"calibration {i}: {m}"))
-                raw["before_point"] = before_point if i == j else None
+                raw["before_pass"] = before_pass if i == j else None
                 write_json_atomic(self.folder / f"session-{i}.json", raw)
             raws.append(raw)
         dates = [str(r.get("date")) for r in raws]
@@ -123,13 +128,13 @@ class SessionCalibration:
         return dates if isinstance(dates, list) and self.spec.exists() else None
 
     def measured_before(self) -> list[int | None]:
-        """Per stored session, the matrix point index it was measured before (None: not recorded)."""
+        """Per stored session, the pass index it was measured before (None: not recorded)."""
         out = []
         for i in range(1, self.sessions + 1):
             raw = self._raw(i)
             if raw is None:
                 break
-            out.append(raw.get("before_point"))
+            out.append(raw.get("before_pass"))
         return out
 
 
@@ -163,16 +168,16 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
     say = say or (lambda msg: print(f"validate: {msg}", file=sys.stderr, flush=True))
     start = time.perf_counter()
     name = "quick" if quick else "full"
-    cal = SessionCalibration(out, quick, say, CALIBRATION_SESSIONS[name])
-    system = str(cal.ensure(1, before_point=0))
+    reps = repeats if repeats is not None else DEFAULT_REPEATS[name]
+    cal = SessionCalibration(out, quick, say, min(CALIBRATION_SESSIONS[name], reps))
+    system = str(cal.ensure(1, before_pass=0))
     points = MATRICES[name]()
-    starts = session_starts(len(points), cal.sessions)
+    starts = session_starts(reps, cal.sessions)
 
-    def before_point(i: int, n: int) -> None:
+    def before_pass(r: int, n: int) -> None:
         for j, at in enumerate(starts, start=1):
-            if at == i:
-                cal.ensure(j, before_point=i)
-    reps = repeats if repeats is not None else (1 if quick else 2)
+            if at == r:
+                cal.ensure(j, before_pass=r)
 
     def progress(i: int, n: int, label: str) -> None:
         if i < n:
@@ -181,9 +186,9 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
     from validation.control import CONTROL_POINT
 
     summary = run_matrix(points, out, system=system, repeats=reps, progress=progress, control=CONTROL_POINT,
-                         control_every=2 if quick else 4, before_point=before_point)
+                         control_every=2 if quick else 8, before_pass=before_pass)
     dates = cal.fitted_dates() or []
-    summary["calibration"] = {"sessions": len(dates), "dates": dates, "before_points": cal.measured_before()}
+    summary["calibration"] = {"sessions": len(dates), "dates": dates, "before_passes": cal.measured_before()}
     from validation.tta import run_tta
 
     say("time to accuracy on the bundled digits")

@@ -43,7 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     meas.add_argument("--quick", action="store_true",
                       help="the quick matrix (6 configurations, short time to accuracy; a few minutes)")
     meas.add_argument("--out", metavar="DIR", help=f"directory for results and report (default {DEFAULT_OUT})")
-    meas.add_argument("--repeats", type=int, help="runs per configuration (default 1 with --quick, else 2)")
+    meas.add_argument("--repeats", type=int, help="runs per configuration, each in its own pass over the matrix "
+                      "(default 1 with --quick, else 3)")
     meas.add_argument("--no-published", action="store_true", help="leave out the published-results comparison")
     meas.add_argument("--emulated", metavar="FILE",
                       help="add the emulated-cluster results (benchmarks/bench_emulated.py --out FILE) to the report; "
