@@ -36,8 +36,8 @@ Method
 - Loop (``loop``): the executor's per-step work outside forward, backward and the optimizer: fetching a
   synthetic batch (:class:`executor.data.SyntheticData`) and setting the learning rate.
 - Speed probe (``probe_s`` of every whole-model row): the host speed probe of :mod:`executor.speed_probe`,
-  one sample after every timed step (maximum over ranks), as the executor takes it after every iteration:
-  the reference that a later run's probe is compared with.
+  one sample after every timed step and an untimed SGD optimizer phase (maximum over ranks), as the executor
+  takes it after every iteration: the reference that a later run's probe is compared with.
 - K-FAC (``kfac``, with ``--kfac MODEL:BATCH``): the executor's distributed K-FAC with every rank of the job,
   its factor computation, factor exchange and inversion per refresh (:func:`kfac_times`).
 - Bucketer (``bucketer``): forward + backward + ``finish()`` with the executor's
@@ -239,8 +239,9 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
     burst of other work on the host spoils one repetition of several entries rather than every repetition
     of one (and slow drifts of the host's speed affect every entry alike). ``tick()`` runs at the start of
     every round (e.g. a GEMM sample, so that the peak is sampled across the same period). With ``probe`` (an
-    :class:`executor.speed_probe.SpeedProbe`), one probe sample follows every timed step, as in the executor's
-    loop (the probe's time depends on what ran just before it), and each row gets ``probe_s``.
+    :class:`executor.speed_probe.SpeedProbe`), one probe sample follows every timed step after an untimed
+    optimizer phase, as in the executor's loop (the probe's time depends on what ran just before it), and
+    each row gets ``probe_s``.
     """
     import torch.nn.functional as F
 
@@ -254,6 +255,16 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
     fwd: list[list[float]] = [[] for _ in entries]
     bwd: list[list[float]] = [[] for _ in entries]
     prb: list[list[float]] = [[] for _ in entries]
+    # with the probe, the executor's optimizer phase (SGD with momentum: step() and zero_grad()) runs untimed
+    # between a step and its probe sample, as in the executor's loop: the probe's time depends on what ran
+    # just before it, and the optimizer's pass over every parameter and momentum buffer (100s of MB for
+    # ResNet-50 or AlexNet) leaves the caches as a training iteration does; lr 0 leaves the weights as they are
+    opts: dict[int, Any] = {}
+    if probe is not None:
+        from executor.optim import build_optimizer
+
+        for e in entries:
+            opts.setdefault(id(e[1]), build_optimizer("sgd", e[1], lr=0.0))
 
     def step(e) -> tuple[float, float]:
         _, model, xb, yb, _ = e
@@ -277,6 +288,9 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
             fwd[i].append(f)
             bwd[i].append(w)
             if probe is not None:
+                opt = opts[id(e[1])]
+                opt.step()
+                opt.zero_grad(set_to_none=False)
                 prb[i].append(probe.sample())
     rows = []
     for i, (key, _, _, _, b) in enumerate(entries):

@@ -529,3 +529,40 @@ def test_validation_reuses_only_a_calibration_it_can_compare_with(spec, tmp_path
     assert "speed probe" in reusable_calibration(spec)
     spec.write_text(text.replace("[calibration.overheads]", "[calibration.overheadz]"))
     assert reusable_calibration(spec).startswith("it does not load")
+
+
+def test_the_compute_benchmark_probes_after_an_optimizer_phase_as_the_executor_does():
+    """With a probe, every sample follows the step's untimed SGD phase (gradients zeroed by it, momentum
+    buffers made) and the weights stay as they are (lr 0); without one, no optimizer runs."""
+    import torch
+
+    from executor import bench_compute
+
+    seen: list[bool] = []
+    models: list = []
+    real = bench_compute._model_and_data
+
+    initial: list = []
+
+    def spy(name, batch):
+        out = real(name, batch)
+        models.append(out[1])
+        initial.append([p.detach().clone() for p in out[1].parameters()])
+        return out
+
+    class Probe:
+        def sample(self):
+            seen.append(all(float(p.grad.abs().sum()) == 0.0 for p in models[0].parameters()
+                            if p.grad is not None))
+            return 0.001
+
+    bench_compute._model_and_data = spy
+    try:
+        rows = bench_compute.models_times({"tiny": [2]}, repeats=3, warmup=1, probe=Probe())
+        rows_plain = bench_compute.models_times({"tiny": [2]}, repeats=2, warmup=1)
+    finally:
+        bench_compute._model_and_data = real
+    assert seen == [True, True, True] and rows[0]["probe_s"] == pytest.approx(0.001)
+    assert "probe_s" not in rows_plain[0]
+    # the optimizer phase ran (momentum buffers) without moving the weights (lr 0)
+    assert all(torch.equal(a, b) for a, b in zip(initial[0], models[0].parameters()))
