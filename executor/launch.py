@@ -243,7 +243,8 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
     extra : dict, optional
         Further options for the rank program (e.g. ``until_top1``, ``max_epochs`` for time-to-accuracy).
     run_dir : str, optional
-        Working folder of the job (spec, logs, one PID file per rank); default: a new temporary folder.
+        Working folder of the job (spec, logs, one PID file per rank); default: a new temporary folder,
+        removed after a successful run (a failed run keeps it: the error names it for its logs).
     """
     if not isinstance(ranks, int) or ranks < 1:
         raise ConfigError("--ranks", "ranks", ranks, "must be an integer >= 1")
@@ -257,6 +258,7 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
     if launcher is None and _is_emulated(cfg.system):
         launcher = "emulated"
     launcher = launcher or ("none" if ranks == 1 and not hostfile else "mpiexec")
+    made_run_dir = not run_dir
     run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="ttt-run-"))
     (run_dir / "pids").mkdir(parents=True, exist_ok=True)
     result_path = out or str(run_dir / "measurement.json")
@@ -308,6 +310,6 @@ def launch(cfg: RunConfig, ranks: int, *, iterations: int | None = None, warmup_
             result = json.load(fh)
     except (OSError, ValueError) as exc:
         raise RunFailed(f"run ended without a measurement ({exc}); logs in {run_dir}") from None
-    if not keep_run_dir and out:
+    if not keep_run_dir and (out or made_run_dir):  # a failed run keeps its folder: the error names it
         shutil.rmtree(run_dir, ignore_errors=True)
     return result

@@ -93,6 +93,22 @@ def test_single_rank_without_mpiexec_and_torch_backend(tmp_path):
     assert [r["param_digest"] for r in gloo["records"][0]] == [r["param_digest"] for r in gloo["records"][1]]
 
 
+def test_the_temporary_run_folder_goes_after_success_and_stays_after_a_failure(tmp_path, monkeypatch):
+    """Without ``out`` the measurement is read from the job's own temporary folder, which is then removed (a
+    full validation makes a hundred runs); a failed run keeps it, since the error names it for the logs."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cfg = load_config(model="tiny", system="local", batch=8, optimizer="sgd")
+    m = launch(cfg, 1, iterations=1, warmup_iterations=0)
+    assert m["iteration_s"] > 0 and not list(tmp_path.glob("ttt-run-*"))
+    with pytest.raises(RunFailed) as info:
+        launch(cfg, 1, iterations=3, warmup_iterations=0, timeout_s=120,
+               extra={"fault": {"rank": 0, "iteration": 1, "kind": "raise"}})
+    kept = list(tmp_path.glob("ttt-run-*"))
+    assert len(kept) == 1 and str(kept[0]) in str(info.value) and (kept[0] / "spec.json").is_file()
+
+
 def test_speed_probe_is_recorded_outside_the_timed_iteration(tmp_path):
     cfg = load_config(model="tiny", system="local", batch=8, optimizer="sgd")
     m = launch(cfg, 2, iterations=3, warmup_iterations=1, out=str(tmp_path / "m.json"),
