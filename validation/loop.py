@@ -221,9 +221,9 @@ def run_matrix(points: list[Point], out_dir: str | os.PathLike, *, system: str =
     the spec). The predictions use the calibration only, never the runs.
 
     With ``control`` (:mod:`validation.control`): that configuration is run before the first point of every
-    pass (the reference, merged over the passes) and after every ``control_every`` points and after the last; the summary's
-    ``noise_floor`` is the error a perfect model would show on those runs (the runs at one place of the
-    passes combined as the points' runs are)."""
+    pass (the reference, merged over the passes) and after every ``control_every`` points and after the
+    last; the summary's ``noise_floor`` is the error a perfect model would show on those runs (the runs at
+    one place of the passes combined as the points' runs are)."""
     from validation.control import control_name, ensure_control, load_controls, summarise_controls
 
     out = Path(out_dir)
