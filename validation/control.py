@@ -19,7 +19,7 @@ that of the matrix's measurements, not of single runs.
 from __future__ import annotations
 
 import json
-import math
+import statistics
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -61,10 +61,6 @@ def ensure_control(out_dir: str | Path, name: str, measure: Callable[[], Mapping
     return doc
 
 
-def _geomean(values: Sequence[float]) -> float:
-    return float(math.exp(sum(math.log(v) for v in values) / len(values)))
-
-
 def load_controls(out_dir: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The reference run and the later control runs (in matrix order) stored in ``OUT/control``. With a
     reference run in every pass (``reference``, ``reference-pass-R``), the reference is their geometric mean
@@ -88,8 +84,8 @@ def load_controls(out_dir: str | Path) -> tuple[dict[str, Any] | None, list[dict
     elif refs:
         probes = [r.get("speed_probe_s") for r in refs]
         ref = {"name": "reference", "point_id": refs[0].get("point_id"), "runs": len(refs),
-               "iteration_s": _geomean([float(r["iteration_s"]) for r in refs]),
-               "speed_probe_s": _geomean([float(p) for p in probes]) if all(probes) else None}
+               "iteration_s": statistics.geometric_mean([float(r["iteration_s"]) for r in refs]),
+               "speed_probe_s": statistics.geometric_mean([float(p) for p in probes]) if all(probes) else None}
     return ref, runs
 
 
@@ -113,16 +109,7 @@ def _grouped(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         groups.setdefault(str(r.get("name", "")).split("-pass-")[0], []).append(r)
-    out = []
-    for name in sorted(groups):
-        g = groups[name]
-        if len(g) == 1:
-            out.append(dict(g[0], name=name, runs=1))
-            continue
-        full = all("iteration_times_s" in r for r in g)
-        pick = combine_runs(list(g)) if full else dict(g[0])
-        out.append(dict(pick, name=name, runs=len(g)))
-    return out
+    return [dict(combine_runs(g), name=name, runs=len(g)) for name, g in sorted(groups.items())]
 
 
 def summarise_controls(reference: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -41,21 +41,14 @@ from validation.matrix import Point
 __all__ = ["run_point", "compare_point", "combine_runs", "run_matrix", "load_points", "load_measured", "summary_of"]
 
 
-def _slowest_iterations(measurement: Mapping[str, Any]) -> list[float]:
-    """Per measured iteration, the slowest rank's iteration time (seconds)."""
-    recs = measurement["records"]
-    n = min(len(r) for r in recs)
-    return [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
-
-
-def _slowest_probes(measurement: Mapping[str, Any]) -> list[float] | None:
-    """Per measured iteration, the slowest rank's host speed probe time (seconds; None without probes)."""
+def _slowest(measurement: Mapping[str, Any], key: str) -> list[float] | None:
+    """Per measured iteration, the slowest rank's record ``key`` (seconds; None when a record lacks it)."""
     recs = measurement["records"]
     n = min(len(r) for r in recs)
     rows = [i for i in range(n) if not recs[0][i]["warmup"]]
-    if not rows or not all("probe_s" in r[i] for r in recs for i in rows):
+    if not all(key in r[i] for r in recs for i in rows):
         return None
-    return [max(r[i]["probe_s"] for r in recs) for i in rows]
+    return [max(r[i][key] for r in recs) for i in rows]
 
 
 def _run_once(point: Point, system: str, timeout_s: float) -> dict[str, Any]:
@@ -68,7 +61,7 @@ def _run_once(point: Point, system: str, timeout_s: float) -> dict[str, Any]:
     return {
         "iteration_s": m["iteration_s"], "breakdown": m["breakdown"], "images_per_s": m["images_per_s"],
         "iteration_p50_s": m["iteration_p50_s"], "iteration_p99_s": m["iteration_p99_s"],
-        "iteration_times_s": _slowest_iterations(m), "iteration_probe_s": _slowest_probes(m),
+        "iteration_times_s": _slowest(m, "iteration_s"), "iteration_probe_s": _slowest(m, "probe_s") or None,
         "cores_per_rank": m.get("cores_per_rank"), "allreduce_algorithm": m.get("allreduce_algorithm"),
         "software": m.get("software"), "machine": m.get("machine"),
         "speed_probe_s": (m.get("speed_probe") or {}).get("median_s"),
@@ -93,7 +86,7 @@ def combine_runs(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
     times = [r["iteration_s"] for r in runs]
     out = {k: v for k, v in best.items() if k != "run_wall_s"}
     out.update({"repeat_iteration_s": times, "repeat_speed_probe_s": probes, "selected_run": pick,
-                "noise": noise_pct(best["iteration_times_s"], times),
+                "noise": noise_pct(best.get("iteration_times_s") or [], times),
                 "run_wall_s": sum(float(r.get("run_wall_s") or 0.0) for r in runs)})
     if len(runs) > 1 and all(probes):
         norm = [t / p for t, p in zip(times, probes)]
