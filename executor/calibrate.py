@@ -75,7 +75,8 @@ from hardware.errors import ConfigError, ToolkitError
 __all__ = [
     "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
     "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
-    "fit_compute", "fit_kernel_launch", "fit_bucketer", "merge_compute_docs", "combine_sessions", "normalise_raw",
+    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "loop_hook_overhead_s",
+    "measure_loop_reference", "merge_compute_docs", "combine_sessions", "normalise_raw",
     "measure_calibration", "fit_calibration", "calibrate", "render_system_toml",
     "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
 ]
@@ -522,6 +523,69 @@ def fit_bucketer(rows: Sequence[Mapping[str, Any]], mem_bw_Bps: float) -> dict[s
     return {"bucketer_s": fixed, "grad_hook_s": per, "rows": out}
 
 
+def loop_hook_overhead_s(bucketer_fit: Mapping[str, Any], model: str, ranks: int, mem_bw_Bps: float) -> float:
+    """Seconds per iteration of the gradient bucketer that a run's measured backward contains and the predictor
+    books apart (``overhead_s``): with more than one rank its fixed cost, a cost per parameterised layer and the
+    copies (6 bytes per gradient byte at the rank's share ``mem_bw_Bps / ranks``), as
+    :func:`perfmodel.predict.iteration_model` prices them; 0 for one rank. ``model``'s layer count and gradient
+    bytes come from the bucketer fit's rows (only the fixed cost when the model is not among them)."""
+    if ranks < 2:
+        return 0.0
+    row = next((r for r in bucketer_fit.get("rows", []) if r.get("model") == model), None)
+    cost = float(bucketer_fit.get("bucketer_s", 0.0))
+    if row is not None:
+        cost += float(row["grad_layers"]) * float(bucketer_fit.get("grad_hook_s", 0.0))
+        cost += 6.0 * float(row["param_bytes"]) / (mem_bw_Bps / ranks)
+    return cost
+
+
+def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mapping[str, Any],
+                     mem_bw_Bps: float) -> dict[str, Any]:
+    """EMPIRICAL factor per rank count on the benchmarked compute: how much slower (or faster) forward +
+    backward run inside the executor's training loop than in ``bench compute``, from each session's loop
+    reference run (:func:`measure_loop_reference`) and the same session's benchmark of the same model and
+    per-rank batch at the same rank count.
+
+    Per session and rank count ``k``::
+
+        ratio = (C_run - hooks) / C_bench  /  (probe_run / probe_bench)
+
+    ``C_run``: the run's measured compute (critical rank, mean over iterations); ``hooks``: the bucketer's
+    cost inside its backward, which the predictor books apart (:func:`loop_hook_overhead_s`); ``C_bench``:
+    the benchmark's typical step of that (model, batch) (the session's rounds merged as in the fit);
+    ``probe_run / probe_bench``: the run's median host speed probe over the benchmark's for that model at
+    ``k`` (the median over its batches, the reference the validation loop uses), so that the host's speed
+    between the two measurements does not count. The factor at ``k`` is the geometric mean of the sessions'
+    ratios. Returns ``{"scale": {k: factor}, "rows": [per session and k: the inputs and the ratio]}``; sessions
+    without a loop reference contribute nothing (no factor: the predictor uses 1)."""
+    rows: list[dict[str, Any]] = []
+    for i, s in enumerate(sessions):
+        for k, run in sorted((s.get("loop") or {}).items()):
+            k = int(k)
+            if k not in s["compute"]:
+                continue
+            doc = merge_compute_docs(s["compute"][k])
+            mine = [r for r in doc["models"] if r["model"] == run["model"]]
+            bench = next((r for r in mine if int(r["batch"]) == int(run["batch"])), None)
+            if bench is None:
+                raise ConfigError(SOURCE, "loop reference", f"{run['model']}:{run['batch']}",
+                                  f"has no benchmarked compute at {k} rank(s) in session {i + 1}")
+            probes = [r["probe_s"] for r in mine if r.get("probe_s")]
+            speed = (float(run["speed_probe_s"]) / float(np.median(probes))
+                     if probes and run.get("speed_probe_s") else 1.0)
+            hooks = loop_hook_overhead_s(bucketer_fit, run["model"], k, mem_bw_Bps)
+            ratio = (float(run["compute_s"]) - hooks) / float(bench["step_s"]) / speed
+            rows.append({"session": i + 1, "ranks": k, "model": run["model"], "batch": int(run["batch"]),
+                         "run_compute_s": float(run["compute_s"]), "hooks_s": hooks,
+                         "bench_step_s": float(bench["step_s"]), "speed_factor": speed, "ratio": ratio})
+    scale = {}
+    for k in sorted({r["ranks"] for r in rows}):
+        vals = [r["ratio"] for r in rows if r["ranks"] == k and r["ratio"] > 0]
+        if vals:
+            scale[k] = float(np.exp(np.mean(np.log(vals))))
+    return {"scale": scale, "rows": rows}
+
+
 # ==========================================================================================================
 # the plan
 # ==========================================================================================================
@@ -549,6 +613,12 @@ class CalibrationPlan:
     compute_rounds: int = 2
     #: reference (model, per-rank batch) of the K-FAC measurement at every compute rank count (None: none)
     kfac: tuple[str, int] | None = ("resnet20", 16)
+    #: (model, per-rank batch) of the executor-loop reference: a short real training run (SGD, MPI's allreduce,
+    #: 25 MB buckets, overlap) at every compute rank count, whose compute is compared with the benchmark's
+    #: (:func:`fit_loop_compute`); it must be one of ``model_batches`` (None: not measured, scale 1)
+    loop_reference: tuple[str, int] | None = ("resnet20", 8)
+    #: measured iterations of each loop-reference run (after 2 warm-up iterations)
+    loop_iterations: int = 40
 
 
 #: models of the bucketer-overhead fit (small: the per-layer hook cost, not the bucket copies, dominates)
@@ -569,7 +639,7 @@ QUICK = CalibrationPlan(
     model_batches={"resnet20": (8, 16, 32), "tiny": (4, 8), "digits_cnn": (32, 64, 128, 256)},
     allreduce_ranks=(2, 4), algorithms=("ring", "halving_doubling", "mpi"), min_bytes=4, max_bytes=4 << 20,
     factor=16, allreduce_repeats=2, max_iterations=10, repeats=5, gemm_n=512, memory_mb=32,
-    optimizer_models=("resnet20", "tiny"), compute_rounds=1, heavy_max_ranks={"digits_cnn": 1})
+    optimizer_models=("resnet20", "tiny"), compute_rounds=1, heavy_max_ranks={"digits_cnn": 1}, loop_iterations=20)
 
 
 # ==========================================================================================================
@@ -687,13 +757,17 @@ def normalise_raw(raw: Mapping[str, Any]) -> dict[str, Any]:
     try:
         compute = {int(k): list(v) for k, v in raw["compute"].items()}
         allreduce = {int(k): dict(v) for k, v in raw["allreduce"].items()}
+        loop = {int(k): dict(v) for k, v in (raw.get("loop") or {}).items()}
         if not all(isinstance(d, Mapping) for docs in compute.values() for d in docs):
             raise TypeError("compute documents must be objects")
     except (KeyError, TypeError, ValueError, AttributeError):
         when = raw.get("date", "?") if isinstance(raw, Mapping) else type(raw).__name__
         raise ConfigError(SOURCE, "calibration session", when,
                           "not a calibration's raw document (needs 'compute' and 'allreduce' by rank count)") from None
-    return {**raw, "compute": compute, "allreduce": allreduce}
+    out = {**raw, "compute": compute, "allreduce": allreduce}
+    if loop:
+        out["loop"] = loop
+    return out
 
 
 def _cpu_mhz() -> float | None:
@@ -716,11 +790,33 @@ def _mem_total_gib() -> float | None:
     return None
 
 
+def measure_loop_reference(model: str, per_rank_batch: int, ranks: int, iterations: int, *,
+                           timeout_s: float = 900.0) -> dict[str, Any]:
+    """One short real training run of the executor (:func:`executor.launch.launch`): ``model`` at
+    ``per_rank_batch`` images per rank on ``ranks`` ranks of this machine, SGD, MPI's own allreduce, 25 MB
+    buckets with overlap, ``iterations`` measured iterations after 2 warm-up ones, with the host speed probe.
+    Returns what :func:`fit_loop_compute` needs: the measured ``compute_s`` (forward + backward of the
+    critical rank, mean over iterations), ``iteration_s`` and the run's median ``speed_probe_s``."""
+    from executor.launch import launch
+    from perfmodel.config import load_config
+
+    cfg = load_config(model=model, batch=int(per_rank_batch) * int(ranks), optimizer="sgd", system="local",
+                      nodes=1, ranks_per_node=int(ranks), iterations=int(iterations), warmup_iterations=2,
+                      epochs=1.0)
+    m = launch(cfg, int(ranks), iterations=int(iterations), warmup_iterations=2, timeout_s=timeout_s,
+               extra={"speed_probe": True})
+    return {"model": model, "batch": int(per_rank_batch), "ranks": int(ranks), "iterations": int(iterations),
+            "compute_s": float(m["breakdown"]["compute_s"]), "iteration_s": float(m["iteration_s"]),
+            "speed_probe_s": (m.get("speed_probe") or {}).get("median_s")}
+
+
 def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] | None = None,
                         timeout_s: float = 900.0) -> dict[str, Any]:
     """Run the benchmarks of ``plan`` on this machine: one calibration *session*. Returns its raw documents
-    (JSON-ready): ``compute`` (per rank count, one ``bench compute`` document per round), ``allreduce`` (per
-    rank count), ``plan``, ``date``, ``host``, ``cores`` and ``elapsed_s``. :func:`fit_calibration` fits them."""
+    (JSON-ready): ``compute`` (per rank count, one ``bench compute`` document per round), ``loop`` (per rank
+    count, the executor-loop reference run of :func:`measure_loop_reference`, when the plan has one),
+    ``allreduce`` (per rank count), ``plan``, ``date``, ``host``, ``cores`` and ``elapsed_s``.
+    :func:`fit_calibration` fits them."""
     say = progress or (lambda msg: None)
     t_start = time.monotonic()
     cores = os.cpu_count() or 1
@@ -747,6 +843,18 @@ def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str
                 f"models {', '.join(models)}")
             doc = run_benchmark("executor.bench_compute", args, k, timeout_s=timeout_s, progress=say)
             raw["compute"].setdefault(k, []).append(doc)
+    # ---- the executor's loop: one short real run per rank count, right after the compute benchmark -------
+    if plan.loop_reference is not None:
+        model, per_rank = plan.loop_reference
+        if int(per_rank) not in plan.model_batches.get(model, ()):
+            raise ConfigError(SOURCE, "loop_reference", f"{model}:{per_rank}",
+                              "must be one of the plan's benchmarked (model, per-rank batch) pairs")
+        raw["loop"] = {}
+        for k in plan.compute_ranks:
+            say(f"executor loop reference: {model} at {per_rank} per rank, {k} rank(s), {plan.loop_iterations} "
+                "iterations")
+            raw["loop"][k] = measure_loop_reference(model, int(per_rank), k, plan.loop_iterations,
+                                                    timeout_s=timeout_s)
     # ---- allreduce ---------------------------------------------------------------------------------------
     for p in plan.allreduce_ranks:
         say(f"bench allreduce: {p} ranks, {', '.join(plan.algorithms)}")
@@ -839,6 +947,7 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
                               for m in sorted({r["model"] for r in probed})}
     kfac = {k: {f: doc["kfac"][f] for f in ("model", "batch", "factor_s", "reduce_scatter_s", "inversion_s", "step_s")}
             for k, doc in merged.items() if "kfac" in doc}
+    loop = fit_loop_compute(sessions, bfit, mem_bw)
     return {
         "kind": "calibration", "plan": plan.name, "date": date, "host": host,
         "machine": {"cpu_count": cores, "cpu_mhz": _cpu_mhz(), "mem_total_GiB": _mem_total_gib(),
@@ -853,7 +962,7 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
                                              "generic_max_abs_rel_err", "points")},
         "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "speed_probe_s": probe,
         "speed_probe_model_s": probe_model,
-        "kfac": kfac,
+        "kfac": kfac, "loop_compute": loop,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"],
                       "optimizer_traffic_scale": kfit["optimizer_traffic_scale"], "optimizer_fit": kfit,
@@ -1069,6 +1178,10 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
     per_ranks("jitter", report.get("jitter_cv") or {}, 1.0,
               lambda k: f"{when}: compute-time CV of one rank with {k} rank(s) sharing the CPU: median over the "
                         "benchmarked workloads of range / (d_n x median) of the repeated steps")
+    per_ranks("loop_compute", (report.get("loop_compute") or {}).get("scale") or {}, 1.0,
+              lambda k: f"{when}: EMPIRICAL, compute inside the executor's loop over bench compute with {k} rank(s): "
+                        "a real run of the loop reference (its bucketer hooks removed) over the same model and "
+                        "batch benchmarked, speed-probe normalised, geometric mean over the sessions")
     for k, r in (report.get("kfac") or {}).items():
         key = f"calibration.kfac.ranks_{int(k)}"
         lines += ["", f"[{key}]", f"model = {_s(r['model'])}", f"per_rank_batch = {int(r['batch'])}",

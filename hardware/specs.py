@@ -499,6 +499,11 @@ class Calibration:
         Ranks sharing the device -> coefficient of variation of one rank's compute time per iteration
         (dimensionless). Synchronous data parallelism waits for the slowest rank, so the predictor adds the
         expected maximum of that many draws (see :func:`perfmodel.predict.iteration_model`).
+    loop_compute_scale : Mapping[int, float]
+        Ranks sharing the device -> EMPIRICAL factor on the benchmarked compute time inside the executor's
+        training loop (dimensionless; measured / benchmarked forward + backward of a real run of a reference
+        workload, :func:`executor.calibrate.fit_loop_compute`). The predictor multiplies every compute time
+        at that sharing by it (:meth:`loop_compute_for`).
     speed_probe_s : Mapping[int, float]
         Ranks sharing the device -> seconds of the host speed probe (:mod:`executor.speed_probe`) per rank
         while the compute calibration ran: the reference of the speed factor of a later run.
@@ -516,6 +521,7 @@ class Calibration:
     allreduce: Mapping[str, CalibratedCollective] = FrozenMap()
     overheads: ExecutorOverheads | None = None
     jitter_cv: Mapping[int, float] = FrozenMap()
+    loop_compute_scale: Mapping[int, float] = FrozenMap()
     speed_probe_s: Mapping[int, float] = FrozenMap()
     speed_probe_model_s: Mapping[int, Mapping[str, float]] = FrozenMap()
     kfac: Mapping[int, KfacMeasured] = FrozenMap()
@@ -535,6 +541,14 @@ class Calibration:
         largest measured sharing count not above it (0 when none was measured)."""
         keys = sorted(k for k in self.jitter_cv if k <= ranks_sharing)
         return float(self.jitter_cv[keys[-1]]) if keys else 0.0
+
+    def loop_compute_for(self, ranks_sharing: float) -> float:
+        """Calibrated in-loop compute factor with ``ranks_sharing`` ranks per device: the measured value at
+        exactly that sharing (1 where none was measured: the factor is a measured correction, not a curve
+        to extrapolate)."""
+        if not float(ranks_sharing).is_integer():
+            return 1.0
+        return float(self.loop_compute_scale.get(int(ranks_sharing), 1.0))
 
 
 @dataclass(frozen=True)

@@ -437,6 +437,11 @@ def test_calibrate_quick_then_predict(capsys, tmp_path):
     assert 2 in s.collective_calibration["mpi"].profiles and s.device.efficiency_for("fp32", 2) != \
         s.device.efficiency_for("fp32", 1)
     assert set(s.calibration.jitter_cv) == {1, 2, 4} and all(0 <= v <= 0.5 for v in s.calibration.jitter_cv.values())
+    # the executor-loop reference ran at every compute rank count; its factor is a modest correction
+    loop = full["raw_sessions"][0]["loop"]
+    assert sorted(map(int, loop)) == [1, 2, 4] and all(r["compute_s"] > 0 and r["speed_probe_s"] for r in loop.values())
+    assert set(s.calibration.loop_compute_scale) == {1, 2, 4}
+    assert all(0.5 < v < 2.0 for v in s.calibration.loop_compute_scale.values())
     argv = ["predict", "--system", str(out), "--model", "resnet20", "--batch", "32", "--nodes", "1",
             "--ranks-per-node", "2", "--epochs", "1", "--json"]
     assert main(argv) == 0

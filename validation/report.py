@@ -205,6 +205,19 @@ def _headline(results, summary) -> Section:
                          "first and predicted after the last run, from the calibration alone. One session is one "
                          "moment of the host's drifting speed: alone, its error would shift every prediction with "
                          "the same number of ranks alike."))
+    loop = sessions.get("loop_compute") or {}
+    if loop:
+        s.blocks.append(("note",
+                         "**Compute inside the executor's loop:** each calibration session also ran the executor "
+                         "for real on a reference workload outside the matrix (ResNet-20 at 8 images per rank, "
+                         "SGD) at every rank count, and compared its forward + backward with the compute "
+                         "benchmark's for the same model and batch, after the host speed probe and the bucketer's "
+                         "hooks (`executor.calibrate.fit_loop_compute`). Every prediction multiplies its compute "
+                         "by that EMPIRICAL factor (here "
+                         + ", ".join(f"{v:.3f} at {k} rank{'s' if str(k) != '1' else ''}"
+                                     for k, v in sorted(loop.items(), key=lambda kv: int(kv[0])))
+                         + "): the same layers run slower in the training loop than in the benchmark, by an amount "
+                         "that depends on how many ranks share the host; its cause is not known."))
     floor = summary.get("noise_floor")
     if floor and floor.get("mape") is not None:
         s.blocks.append(("note",

@@ -127,6 +127,15 @@ class SessionCalibration:
             return None
         return dates if isinstance(dates, list) and self.spec.exists() else None
 
+    def loop_compute(self) -> dict[str, float]:
+        """The fitted executor-loop compute factor per rank count (``{"2": 1.1, ...}``; empty when the
+        sessions have no loop reference or nothing is fitted yet)."""
+        try:
+            scale = json.loads((self.folder / "report.json").read_text()).get("loop_compute", {}).get("scale", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return {str(k): float(v) for k, v in scale.items()} if isinstance(scale, dict) else {}
+
     def measured_before(self) -> list[int | None]:
         """Per stored session, the pass index it was measured before (None: not recorded)."""
         out = []
@@ -188,7 +197,8 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
     summary = run_matrix(points, out, system=system, repeats=reps, progress=progress, control=CONTROL_POINT,
                          control_every=2 if quick else 8, before_pass=before_pass)
     dates = cal.fitted_dates() or []
-    summary["calibration"] = {"sessions": len(dates), "dates": dates, "before_passes": cal.measured_before()}
+    summary["calibration"] = {"sessions": len(dates), "dates": dates, "before_passes": cal.measured_before(),
+                              "loop_compute": cal.loop_compute()}
     from validation.tta import run_tta
 
     say("time to accuracy on the bundled digits")

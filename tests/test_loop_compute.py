@@ -1,0 +1,125 @@
+"""The executor-loop compute factor: a real run of a reference workload against the benchmark of the same
+(model, batch) in the same calibration session (executor.calibrate.fit_loop_compute), carried by the
+calibrated spec (hardware.specs.Calibration.loop_compute_for) and applied by the predictor to every compute
+time at that sharing (perfmodel.predict.iteration_model)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import executor.calibrate as cal
+from hardware.catalog import load_system
+from hardware.errors import ConfigError, SpecError
+from perfmodel.config import load_config
+from perfmodel.predict import predict
+
+BFIT = {"bucketer_s": 200e-6, "grad_hook_s": 10e-6,
+        "rows": [{"model": "resnet20", "grad_layers": 40, "param_bytes": 1_000_000}]}
+MEM_BW = 2e10
+
+
+def _doc(step_s: float, probe_s: float, batch: int = 8, other_probe_s: float | None = None) -> dict:
+    """A minimal ``bench compute`` document: ResNet-20 at ``batch`` (and at 16, with its own probe)."""
+    rows = [{"model": "resnet20", "batch": batch, "forward_s": step_s / 3, "backward_s": 2 * step_s / 3,
+             "step_s": step_s, "probe_s": probe_s},
+            {"model": "resnet20", "batch": 16, "forward_s": 1.0, "backward_s": 2.0, "step_s": 3.0,
+             "probe_s": other_probe_s or probe_s}]
+    return {"gemm": {"flops": 1e11}, "gemm_fp64": {"flops": 5e10}, "memory": {"triad_Bps": MEM_BW, "copy_Bps": MEM_BW},
+            "reduce": {"gamma_s_per_B": 1e-10}, "models": rows, "optimizers": [], "bucketer": [], "layers": []}
+
+
+def _session(loop: dict[int, dict], docs: dict[int, list[dict]]) -> dict:
+    return {"plan": "quick", "compute": docs, "allreduce": {}, "loop": loop}
+
+
+def _run(ranks: int, compute_s: float, probe_s: float | None) -> dict:
+    return {"model": "resnet20", "batch": 8, "ranks": ranks, "iterations": 20, "compute_s": compute_s,
+            "iteration_s": compute_s * 1.3, "speed_probe_s": probe_s}
+
+
+def test_hook_overhead_is_what_the_predictor_books_apart():
+    assert cal.loop_hook_overhead_s(BFIT, "resnet20", 1, MEM_BW) == 0.0   # one rank: no bucketer
+    # fixed + layers x per-layer + 6 bytes per gradient byte at the rank's share of the bandwidth
+    want = 200e-6 + 40 * 10e-6 + 6 * 1_000_000 / (MEM_BW / 2)
+    assert cal.loop_hook_overhead_s(BFIT, "resnet20", 2, MEM_BW) == pytest.approx(want)
+    assert cal.loop_hook_overhead_s(BFIT, "alexnet", 2, MEM_BW) == pytest.approx(200e-6)  # unknown model: fixed
+
+
+def test_factor_by_known_answer_with_speed_normalisation_and_hooks():
+    hooks2 = cal.loop_hook_overhead_s(BFIT, "resnet20", 2, MEM_BW)
+    # session 1: 1 rank computes 1.1 x the benchmark at the same host speed; 2 ranks 1.2 x after the hooks,
+    # while the host ran 1.25 x slower (probe 10 ms against the model's median reference 8 ms)
+    s1 = _session({1: _run(1, 0.055, 5e-3), 2: _run(2, 0.06 * 1.2 * 1.25 + hooks2, 10e-3)},
+                  {1: [_doc(0.05, 5e-3)], 2: [_doc(0.06, 7e-3, other_probe_s=9e-3)]})
+    # session 2: the benchmark's rounds merge to the fastest (0.05), the run is 1.3 x; no probe: no normalising
+    s2 = _session({2: _run(2, 0.05 * 1.3 + hooks2, None)}, {2: [_doc(0.07, 7e-3), _doc(0.05, 8e-3)]})
+    fit = cal.fit_loop_compute([s1, s2], BFIT, MEM_BW)
+    assert fit["scale"][1] == pytest.approx(1.1)
+    assert fit["scale"][2] == pytest.approx(math.sqrt(1.2 * 1.3))   # geometric mean over the sessions
+    rows = {(r["session"], r["ranks"]): r for r in fit["rows"]}
+    assert rows[(1, 2)]["speed_factor"] == pytest.approx(1.25) and rows[(2, 2)]["speed_factor"] == 1.0
+    assert rows[(1, 2)]["hooks_s"] == pytest.approx(hooks2) and rows[(1, 1)]["hooks_s"] == 0.0
+    # sessions without a loop reference give no factor
+    assert cal.fit_loop_compute([{**s1, "loop": {}}], BFIT, MEM_BW) == {"scale": {}, "rows": []}
+
+
+def test_a_reference_without_its_benchmark_row_is_a_clear_error():
+    s = _session({1: {**_run(1, 0.05, 5e-3), "batch": 4}}, {1: [_doc(0.05, 5e-3)]})
+    with pytest.raises(ConfigError, match="loop reference.*resnet20:4"):
+        cal.fit_loop_compute([s], BFIT, MEM_BW)
+
+
+def test_a_plan_whose_reference_is_not_benchmarked_fails_before_the_loop_runs(monkeypatch):
+    monkeypatch.setattr(cal, "run_benchmark", lambda *a, **k: {"models": []})
+    monkeypatch.setattr(cal, "measure_loop_reference", lambda *a, **k: pytest.fail("ran"))
+    plan = cal.CalibrationPlan(name="t", compute_ranks=(1,), model_batches={"resnet20": (16,)}, allreduce_ranks=(),
+                               compute_rounds=1, kfac=None, loop_reference=("resnet20", 8))
+    with pytest.raises(ConfigError, match="loop_reference"):
+        cal.measure_calibration(plan)
+
+
+def test_raw_sessions_keep_the_loop_runs_with_integer_rank_keys():
+    raw = {"plan": "quick", "compute": {"1": [{}]}, "allreduce": {}, "loop": {"1": _run(1, 0.05, 5e-3)}}
+    n = cal.normalise_raw(json.loads(json.dumps(raw)))
+    assert set(n["loop"]) == {1} and n["loop"][1]["compute_s"] == 0.05
+    assert "loop" not in cal.normalise_raw({"compute": {}, "allreduce": {}})
+
+
+def _spec(tmp_path, name: str, loop_scale: dict | None):
+    from test_bench_calibrate import fake_report   # tests/ is on sys.path
+
+    rep = fake_report()
+    if loop_scale is not None:
+        rep["loop_compute"] = {"scale": loop_scale, "rows": []}
+    path, _ = cal.write_spec(rep, tmp_path / name / "local.toml")
+    return path
+
+
+def test_spec_carries_the_factor_and_the_predictor_scales_compute_by_it(tmp_path):
+    plain = _spec(tmp_path, "plain", None)
+    looped = _spec(tmp_path, "looped", {1: 1.05, 2: 1.2})
+    c = load_system(looped).calibration
+    assert dict(c.loop_compute_scale) == pytest.approx({1: 1.05, 2: 1.2})
+    # exactly the measured sharing; 1 elsewhere (not extrapolated), and 1 without a measurement
+    assert c.loop_compute_for(2) == pytest.approx(1.2) and c.loop_compute_for(4) == 1.0
+    assert c.loop_compute_for(1.5) == 1.0 and load_system(plain).calibration.loop_compute_for(2) == 1.0
+    assert "loop_compute" in (looped.read_text())   # with its source line
+
+    def pred(path, ranks):
+        return predict(load_config(model="resnet20", batch=16 * ranks, optimizer="sgd", epochs=1, system=str(path),
+                                   nodes=1, ranks_per_node=ranks)).to_dict()["breakdown"]
+
+    for ranks, f in ((1, 1.05), (2, 1.2)):
+        a, b = pred(plain, ranks), pred(looped, ranks)
+        assert b["forward_s"] == pytest.approx(f * a["forward_s"], rel=1e-9)
+        assert b["backward_s"] == pytest.approx(f * a["backward_s"], rel=1e-9)
+        assert b["optimizer_s"] == pytest.approx(a["optimizer_s"], rel=1e-9)   # only compute changes
+
+
+def test_a_factor_out_of_range_is_one_line_spec_error(tmp_path):
+    path = _spec(tmp_path, "bad", {2: 1.2})
+    path.write_text(path.read_text().replace("ranks_2 = 1.2", "ranks_2 = -1.0", 1))
+    with pytest.raises(SpecError, match=r"field 'calibration.loop_compute.ranks_2' = -1.0: must be > 0"):
+        load_system(path)
