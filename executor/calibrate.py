@@ -42,6 +42,14 @@ What is measured and fitted
    measured (forward + backward + ``finish()``) with and without it, after subtracting the bucket copies
    priced at the measured memory bandwidth; the per-step cost of fetching a batch.
 
+4. The compute inside the executor's loop (EMPIRICAL, ``[calibration.loop_compute]``): a short real training
+   run of the plan's loop reference (ResNet-20 at 8 images per rank, SGD; outside the validation matrix) at
+   every compute rank count, right after the compute benchmark; per rank count the ratio of its measured
+   forward + backward (less the bucketer's hooks, priced apart) to the benchmark's step of the same model and
+   batch, speed-probe normalised, geometric mean over the sessions (:func:`fit_loop_compute`). The same layers
+   run a few percent slower in the training loop than in the benchmark, by an amount that depends on the rank
+   count; the predictor multiplies every compute time at that sharing by this factor.
+
 Files: the system file and its device file ``<stem>-cpu.toml`` next to it (referenced by a relative path),
 written atomically after both were validated by loading them. Every number cites its measurement in
 ``[sources]``.
@@ -75,7 +83,7 @@ from hardware.errors import ConfigError, ToolkitError
 __all__ = [
     "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
     "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
-    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "loop_hook_overhead_s",
+    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "compute_step_tail", "loop_hook_overhead_s",
     "measure_loop_reference", "merge_compute_docs", "combine_sessions", "normalise_raw",
     "measure_calibration", "fit_calibration", "calibrate", "render_system_toml",
     "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
@@ -464,8 +472,12 @@ def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_
     """Per-kernel launch cost (s) and memory-traffic scale that make the optimizer cost models match measured
     ``step() + zero_grad()`` times: ``measured = scale * model(launch=0) + kernels * launch`` (the steps are
     memory-bound, so the model without launch costs is proportional to the bytes moved) by non-negative
-    least squares on the relative error. ``scale`` is fitted only when some row is memory-bound (its
-    launch-free model at least 30 % of its measured time), else 1; it is at least 1.
+    least squares on the relative error. ``scale`` is fitted only when some row is memory-bound, else 1; it is
+    at least 1. A row is memory-bound when its launch-free model is at least its kernels' launch cost at
+    ``L0``, the median over the rows of (measured - launch-free model) / kernels (what one launch would cost
+    if every row's excess were launches): a share of the measured time (the test used before) misses a
+    memory-bound row whenever its traffic is underestimated by as much as the scale corrects (AlexNet's
+    steps are about 3.4 x the models' minimum traffic here, so their launch-free model is 29 % of them).
     ``rows``: ``model``, ``optimizer``, ``step_s`` (one rank)."""
     from perfmodel.optimizers import optimizer_cost
     from perfmodel.workload import load_workload
@@ -487,7 +499,9 @@ def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_
     base, kern, meas = np.array(base), np.array(kern), np.array(meas)
     w = 1.0 / meas
     scale = 1.0
-    if np.any(base >= 0.3 * meas):
+    has_kernels = kern > 0
+    l0 = float(np.median(np.maximum(0.0, meas - base)[has_kernels] / kern[has_kernels])) if has_kernels.any() else 0.0
+    if np.any(base >= kern * l0):
         from scipy.optimize import nnls
 
         (a, launch), _ = nnls(np.column_stack([base * w, kern * w]), np.ones_like(meas))
@@ -540,7 +554,7 @@ def loop_hook_overhead_s(bucketer_fit: Mapping[str, Any], model: str, ranks: int
 
 
 def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mapping[str, Any],
-                     mem_bw_Bps: float) -> dict[str, Any]:
+                     mem_bw_Bps: float, step_tail: Mapping[int, float] | None = None) -> dict[str, Any]:
     """EMPIRICAL factor per rank count on the benchmarked compute: how much slower (or faster) forward +
     backward run inside the executor's training loop than in ``bench compute``, from each session's loop
     reference run (:func:`measure_loop_reference`) and the same session's benchmark of the same model and
@@ -548,9 +562,11 @@ def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mappin
 
     Per session and rank count ``k``::
 
-        ratio = (C_run - hooks) / C_bench  /  (probe_run / probe_bench)
+        ratio = (C_run - hooks) / (C_bench * tail)  /  (probe_run / probe_bench)
 
-    ``C_run``: the run's measured compute (critical rank, mean over iterations); ``hooks``: the bucketer's
+    ``C_run``: the run's measured compute (critical rank, mean over iterations); ``tail``: the step tail at
+    ``k`` (:func:`compute_step_tail`: a mean over the typical time, which the predictor applies apart, 1 when
+    not given); ``hooks``: the bucketer's
     cost inside its backward, which the predictor books apart (:func:`loop_hook_overhead_s`); ``C_bench``:
     the benchmark's typical step of that (model, batch) (the session's rounds merged as in the fit);
     ``probe_run / probe_bench``: the run's median host speed probe over the benchmark's for that model at
@@ -574,10 +590,12 @@ def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mappin
             speed = (float(run["speed_probe_s"]) / float(np.median(probes))
                      if probes and run.get("speed_probe_s") else 1.0)
             hooks = loop_hook_overhead_s(bucketer_fit, run["model"], k, mem_bw_Bps)
-            ratio = (float(run["compute_s"]) - hooks) / float(bench["step_s"]) / speed
+            tail = float((step_tail or {}).get(k, 1.0))
+            ratio = (float(run["compute_s"]) - hooks) / (float(bench["step_s"]) * tail) / speed
             rows.append({"session": i + 1, "ranks": k, "model": run["model"], "batch": int(run["batch"]),
                          "run_compute_s": float(run["compute_s"]), "hooks_s": hooks,
-                         "bench_step_s": float(bench["step_s"]), "speed_factor": speed, "ratio": ratio})
+                         "bench_step_s": float(bench["step_s"]), "step_tail": tail, "speed_factor": speed,
+                         "ratio": ratio})
     scale = {}
     for k in sorted({r["ranks"] for r in rows}):
         vals = [r["ratio"] for r in rows if r["ranks"] == k and r["ratio"] > 0]
@@ -666,6 +684,20 @@ def compute_jitter(points: Sequence[Mapping[str, Any]]) -> dict[int, float]:
         if n >= 3 and s.get("median", 0) > 0:
             out.setdefault(int(p["share"]), []).append((s["max"] - s["min"]) / (_expected_range(n) * s["median"]))
     return {k: float(min(0.5, np.median(v))) for k, v in sorted(out.items())}
+
+
+def compute_step_tail(points: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Per number of ranks sharing the CPU, how much longer a step takes on average than its *typical* time
+    (the statistic every benchmark keeps): for every measured (model, batch), the median of its repeated
+    step times over their typical time (median of the fastest half), and the median of that over the points,
+    at least 1. A run's iteration time is a mean over its iterations, so the predictor multiplies the typical
+    compute and optimizer times by it (about 1.04-1.07 on this host)."""
+    out: dict[int, list[float]] = {}
+    for p in points:
+        s = p.get("spread_step_s") or {}
+        if int(s.get("n", 0)) >= 3 and p.get("step_s", 0) > 0 and s.get("median", 0) > 0:
+            out.setdefault(int(p["share"]), []).append(s["median"] / p["step_s"])
+    return {k: float(max(1.0, np.median(v))) for k, v in sorted(out.items())}
 
 
 def merge_compute_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -796,7 +828,8 @@ def measure_loop_reference(model: str, per_rank_batch: int, ranks: int, iteratio
     ``per_rank_batch`` images per rank on ``ranks`` ranks of this machine, SGD, MPI's own allreduce, 25 MB
     buckets with overlap, ``iterations`` measured iterations after 2 warm-up ones, with the host speed probe.
     Returns what :func:`fit_loop_compute` needs: the measured ``compute_s`` (forward + backward of the
-    critical rank, mean over iterations), ``iteration_s`` and the run's median ``speed_probe_s``."""
+    critical rank, mean over iterations), ``iteration_s`` and the run's typical ``speed_probe_s`` (median of
+    the fastest half of the per-iteration samples, as the validation loop takes it)."""
     from executor.launch import launch
     from perfmodel.config import load_config
 
@@ -807,7 +840,7 @@ def measure_loop_reference(model: str, per_rank_batch: int, ranks: int, iteratio
                extra={"speed_probe": True})
     return {"model": model, "batch": int(per_rank_batch), "ranks": int(ranks), "iterations": int(iterations),
             "compute_s": float(m["breakdown"]["compute_s"]), "iteration_s": float(m["iteration_s"]),
-            "speed_probe_s": (m.get("speed_probe") or {}).get("median_s")}
+            "speed_probe_s": (m.get("speed_probe") or {}).get("typical_s")}
 
 
 def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str], None] | None = None,
@@ -935,6 +968,7 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
 
     step_s = float(base.get("loop", {}).get("step_s", 0.0))
     jitter = compute_jitter(points)
+    tail = compute_step_tail(points)
     # host speed probe references: per rank count, the median over the chosen rows (each row's probe travels
     # with its round), and per model
     probe: dict[int, float] = {}
@@ -947,7 +981,7 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
                               for m in sorted({r["model"] for r in probed})}
     kfac = {k: {f: doc["kfac"][f] for f in ("model", "batch", "factor_s", "reduce_scatter_s", "inversion_s", "step_s")}
             for k, doc in merged.items() if "kfac" in doc}
-    loop = fit_loop_compute(sessions, bfit, mem_bw)
+    loop = fit_loop_compute(sessions, bfit, mem_bw, tail)
     return {
         "kind": "calibration", "plan": plan.name, "date": date, "host": host,
         "machine": {"cpu_count": cores, "cpu_mhz": _cpu_mhz(), "mem_total_GiB": _mem_total_gib(),
@@ -960,7 +994,7 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
                    "curves": cfit["curves"], "workload_scale": cfit["workload_scale"]},
         "compute_fit": {k: cfit[k] for k in ("rms_rel_err", "max_abs_rel_err", "generic_rms_rel_err",
                                              "generic_max_abs_rel_err", "points")},
-        "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "speed_probe_s": probe,
+        "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "step_tail": tail, "speed_probe_s": probe,
         "speed_probe_model_s": probe_model,
         "kfac": kfac, "loop_compute": loop,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
@@ -1178,6 +1212,9 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
     per_ranks("jitter", report.get("jitter_cv") or {}, 1.0,
               lambda k: f"{when}: compute-time CV of one rank with {k} rank(s) sharing the CPU: median over the "
                         "benchmarked workloads of range / (d_n x median) of the repeated steps")
+    per_ranks("step_tail", report.get("step_tail") or {}, 1.0,
+              lambda k: f"{when}: EMPIRICAL, a step's mean over its typical time with {k} rank(s) sharing the CPU: "
+                        "median over the benchmarked workloads of median / typical of the repeated steps")
     per_ranks("loop_compute", (report.get("loop_compute") or {}).get("scale") or {}, 1.0,
               lambda k: f"{when}: EMPIRICAL, compute inside the executor's loop over bench compute with {k} rank(s): "
                         "a real run of the loop reference (its bucketer hooks removed) over the same model and "

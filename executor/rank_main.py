@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from typing import Any
@@ -224,8 +225,15 @@ def _train(spec: dict[str, Any], MPI) -> None:
         "buckets_rank0": buckets0,
     }
     if probe is not None:
-        measurement["speed_probe"] = {**probe.describe(), "median_s": _probe_median(all_slim),
-                                      "statistic": "median over measured iterations of the maximum over ranks"}
+        from executor.bench_compute import typical
+
+        per_iteration = _probe_slowest(all_slim)
+        measurement["speed_probe"] = {
+            **probe.describe(),
+            "median_s": statistics.median(per_iteration) if per_iteration else None,
+            "typical_s": typical(per_iteration) if per_iteration else None,
+            "statistic": "per measured iteration the maximum over ranks; median_s their median, typical_s the "
+                         "median of their fastest half (the calibration's statistic)"}
     if until_top1 is not None:
         reached = [e for e in evals if e["top1"] >= float(until_top1)]
         measurement.update({"until_top1": until_top1, "evaluations": evals,
@@ -237,15 +245,12 @@ def _train(spec: dict[str, Any], MPI) -> None:
     write_json_atomic(spec["out"], measurement)
 
 
-def _probe_median(per_rank: list[list[dict[str, Any]]]) -> float | None:
-    """Median over measured iterations of the slowest rank's speed-probe time (seconds): a synchronous step
-    waits for the slowest rank, and the calibration's compute times are maxima over ranks too."""
-    import statistics
-
+def _probe_slowest(per_rank: list[list[dict[str, Any]]]) -> list[float]:
+    """Per measured iteration the slowest rank's speed-probe time (seconds): a synchronous step waits for the
+    slowest rank, and the calibration's compute times are maxima over ranks too."""
     n = min(len(r) for r in per_rank)
-    vals = [max(r[i]["probe_s"] for r in per_rank) for i in range(n)
+    return [max(r[i]["probe_s"] for r in per_rank) for i in range(n)
             if not per_rank[0][i]["warmup"] and all("probe_s" in r[i] for r in per_rank)]
-    return statistics.median(vals) if vals else None
 
 
 def _digest(model) -> str:

@@ -504,6 +504,11 @@ class Calibration:
         training loop (dimensionless; measured / benchmarked forward + backward of a real run of a reference
         workload, :func:`executor.calibrate.fit_loop_compute`). The predictor multiplies every compute time
         at that sharing by it (:meth:`loop_compute_for`).
+    step_tail : Mapping[int, float]
+        Ranks sharing the device -> EMPIRICAL ratio (>= 1) of a step's mean time to its typical time (the
+        median of the fastest half of repetitions, what every calibrated time is). A run's iteration time is
+        a mean, so the predictor multiplies the calibrated compute and optimizer times by it
+        (:meth:`step_tail_for`).
     speed_probe_s : Mapping[int, float]
         Ranks sharing the device -> seconds of the host speed probe (:mod:`executor.speed_probe`) per rank
         while the compute calibration ran: the reference of the speed factor of a later run.
@@ -522,6 +527,7 @@ class Calibration:
     overheads: ExecutorOverheads | None = None
     jitter_cv: Mapping[int, float] = FrozenMap()
     loop_compute_scale: Mapping[int, float] = FrozenMap()
+    step_tail: Mapping[int, float] = FrozenMap()
     speed_probe_s: Mapping[int, float] = FrozenMap()
     speed_probe_model_s: Mapping[int, Mapping[str, float]] = FrozenMap()
     kfac: Mapping[int, KfacMeasured] = FrozenMap()
@@ -546,9 +552,20 @@ class Calibration:
         """Calibrated in-loop compute factor with ``ranks_sharing`` ranks per device: the measured value at
         exactly that sharing (1 where none was measured: the factor is a measured correction, not a curve
         to extrapolate)."""
-        if not float(ranks_sharing).is_integer():
-            return 1.0
-        return float(self.loop_compute_scale.get(int(ranks_sharing), 1.0))
+        return _exact(self.loop_compute_scale, ranks_sharing)
+
+    def step_tail_for(self, ranks_sharing: float) -> float:
+        """Calibrated mean over typical step time with ``ranks_sharing`` ranks per device: the measured value at
+        exactly that sharing, 1 elsewhere."""
+        return _exact(self.step_tail, ranks_sharing)
+
+
+def _exact(values: Mapping[int, float], ranks_sharing: float) -> float:
+    """``values[ranks_sharing]`` for a whole number of ranks measured, else 1 (a measured correction per
+    sharing, not a curve to interpolate)."""
+    if not float(ranks_sharing).is_integer():
+        return 1.0
+    return float(values.get(int(ranks_sharing), 1.0))
 
 
 @dataclass(frozen=True)

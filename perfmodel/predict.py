@@ -35,6 +35,10 @@ Assumptions (each an approximation, marked):
 - A calibrated system may carry an EMPIRICAL factor per number of ranks sharing the device on every compute
   time: forward + backward inside the executor's training loop over the benchmark's, measured on a real run
   of a reference workload (:meth:`hardware.specs.Calibration.loop_compute_for`; 1 where not measured).
+- Every calibrated time is a benchmark's *typical* one (median of the fastest half of its repetitions); a
+  calibrated system's step tail (EMPIRICAL, :meth:`hardware.specs.Calibration.step_tail_for`, mean over
+  typical of the benchmark's repeated steps) turns the compute and optimizer times into the mean a run
+  measures.
 - A calibrated system (``perfmodel calibrate``) adds the executor's measured per-iteration overheads
   (EMPIRICAL, :class:`hardware.specs.ExecutorOverheads`) as ``overhead_s``: a fixed cost per step, and with
   more than one rank the bucketer's fixed cost, a cost per parameterised layer (gradient hooks) and the
@@ -328,8 +332,11 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     lt = layer_times(table, dev, micro, precision, efficiency=curve,
                      overhead_s=shared_layer_overhead_s(dev, share))
     scale = share * dev.workload_factor(table.model, share)   # the factor is 1 unless calibrated
+    tail = 1.0
     if system.calibration is not None:   # compute inside the executor's loop vs the benchmark (1 if not measured)
-        scale *= system.calibration.loop_compute_for(share)
+        tail = system.calibration.step_tail_for(share)   # a mean step over the typical one the benchmarks keep
+        scale *= system.calibration.loop_compute_for(share) * tail
+        opt_s = opt_s * tail
     fwd_layers, bwd_layers = lt.fwd_s * scale, lt.bwd_s * scale
     forward = fwd_layers.sum(axis=1) * steps
     bwd_last = bwd_layers.sum(axis=1)

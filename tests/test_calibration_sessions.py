@@ -224,6 +224,15 @@ def test_repeats_are_passes_over_the_matrix_and_the_median_normalised_run_counts
     assert events == ["run " + b.id, "predict " + a.id, "predict " + b.id]
 
 
+def test_a_run_is_normalised_by_its_typical_probe():
+    # bimodal samples (the fast mode a little more frequent): the median lands on the slow mode's edge, the
+    # typical value (median of the fastest half) on the fast mode, as the calibration's own statistic does
+    m = {"speed_probe": {"median_s": 0.010, "typical_s": 0.0062}}
+    assert loop._probe_statistic(m) == 0.0062
+    assert loop._probe_statistic({"speed_probe": {"median_s": 0.010}}) == 0.010   # an older measurement
+    assert loop._probe_statistic({}) is None
+
+
 def test_combine_runs_without_probes_takes_the_median_time():
     runs = [{"iteration_s": t, "iteration_times_s": [t], "speed_probe_s": None} for t in (0.3, 0.1, 0.2)]
     m = loop.combine_runs(runs)

@@ -118,6 +118,7 @@ def test_speed_probe_is_recorded_outside_the_timed_iteration(tmp_path):
     assert all(p > 0 for r in probes for p in r)
     slowest = sorted(max(r[i] for r in probes) for i in range(1, 4))   # measured iterations only
     assert m["speed_probe"]["median_s"] == pytest.approx(slowest[1])
+    assert m["speed_probe"]["typical_s"] == pytest.approx((slowest[0] + slowest[1]) / 2)   # fastest half's median
     assert m["speed_probe"]["model"] == "tiny" and "maximum over ranks" in m["speed_probe"]["statistic"]
     assert len({tuple(rec["param_digest"] for rec in r) for r in m["records"]}) == 1   # training unaffected
     plain = launch(cfg, 1, iterations=1, warmup_iterations=0, out=str(tmp_path / "p.json"))

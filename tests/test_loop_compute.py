@@ -65,6 +65,24 @@ def test_factor_by_known_answer_with_speed_normalisation_and_hooks():
     assert cal.fit_loop_compute([{**s1, "loop": {}}], BFIT, MEM_BW) == {"scale": {}, "rows": []}
 
 
+def test_the_step_tail_is_taken_out_of_the_loop_factor():
+    """The run's compute is a mean, the benchmark's a typical time: with a step tail t at k ranks the factor
+    is the ratio over t (the predictor applies the tail apart, so it is not counted twice)."""
+    s = _session({1: _run(1, 0.05 * 1.1 * 1.05, 5e-3)}, {1: [_doc(0.05, 5e-3)]})
+    assert cal.fit_loop_compute([s], BFIT, MEM_BW, {1: 1.05})["scale"][1] == pytest.approx(1.1)
+    assert cal.fit_loop_compute([s], BFIT, MEM_BW, {2: 1.05})["scale"][1] == pytest.approx(1.1 * 1.05)
+
+
+def test_step_tail_by_known_answer():
+    def pt(share, step, median, n=7):
+        return {"share": share, "step_s": step, "spread_step_s": {"min": step * 0.9, "median": median,
+                                                                  "max": median * 2, "n": n}}
+    points = [pt(1, 1.0, 1.04), pt(1, 2.0, 2.12), pt(1, 1.0, 1.05),   # median of 1.04, 1.06, 1.05
+              pt(2, 1.0, 0.98),                                       # never below 1
+              pt(4, 1.0, 1.5, n=2)]                                   # too few repetitions: no estimate
+    assert cal.compute_step_tail(points) == pytest.approx({1: 1.05, 2: 1.0})
+
+
 def test_a_reference_without_its_benchmark_row_is_a_clear_error():
     s = _session({1: {**_run(1, 0.05, 5e-3), "batch": 4}}, {1: [_doc(0.05, 5e-3)]})
     with pytest.raises(ConfigError, match="loop reference.*resnet20:4"):
@@ -87,12 +105,14 @@ def test_raw_sessions_keep_the_loop_runs_with_integer_rank_keys():
     assert "loop" not in cal.normalise_raw({"compute": {}, "allreduce": {}})
 
 
-def _spec(tmp_path, name: str, loop_scale: dict | None):
+def _spec(tmp_path, name: str, loop_scale: dict | None, tail: dict | None = None):
     from test_bench_calibrate import fake_report   # tests/ is on sys.path
 
     rep = fake_report()
     if loop_scale is not None:
         rep["loop_compute"] = {"scale": loop_scale, "rows": []}
+    if tail is not None:
+        rep["step_tail"] = tail
     path, _ = cal.write_spec(rep, tmp_path / name / "local.toml")
     return path
 
@@ -116,6 +136,29 @@ def test_spec_carries_the_factor_and_the_predictor_scales_compute_by_it(tmp_path
         assert b["forward_s"] == pytest.approx(f * a["forward_s"], rel=1e-9)
         assert b["backward_s"] == pytest.approx(f * a["backward_s"], rel=1e-9)
         assert b["optimizer_s"] == pytest.approx(a["optimizer_s"], rel=1e-9)   # only compute changes
+
+
+def test_the_step_tail_scales_compute_and_optimizer(tmp_path):
+    plain = _spec(tmp_path, "plain", None)
+    tailed = _spec(tmp_path, "tailed", {2: 1.1}, tail={1: 1.04, 2: 1.05})
+    c = load_system(tailed).calibration
+    assert dict(c.step_tail) == pytest.approx({1: 1.04, 2: 1.05}) and c.step_tail_for(4) == 1.0
+    assert load_system(plain).calibration.step_tail_for(2) == 1.0
+
+    def pred(path, ranks):
+        return predict(load_config(model="resnet20", batch=16 * ranks, optimizer="sgd", epochs=1, system=str(path),
+                                   nodes=1, ranks_per_node=ranks)).to_dict()["breakdown"]
+
+    for ranks, comp, opt in ((1, 1.04, 1.04), (2, 1.1 * 1.05, 1.05)):
+        a, b = pred(plain, ranks), pred(tailed, ranks)
+        assert b["compute_s"] == pytest.approx(comp * a["compute_s"], rel=1e-9)
+        assert b["optimizer_s"] == pytest.approx(opt * a["optimizer_s"], rel=1e-9)
+        assert b["comm_total_s"] == pytest.approx(a["comm_total_s"], rel=1e-9)   # measured collectives: as they are
+    path = _spec(tmp_path, "low", None, tail={1: 1.0})
+    path.write_text(path.read_text().replace("ranks_1 = 1.0", "ranks_1 = 0.9", 1) if "[calibration.step_tail]\nranks_1 = 1.0"
+                    in path.read_text() else pytest.fail("no step_tail table written"))
+    with pytest.raises(SpecError, match=r"field 'calibration.step_tail.ranks_1' = 0.9: must be >= 1"):
+        load_system(path)
 
 
 def test_a_factor_out_of_range_is_one_line_spec_error(tmp_path):

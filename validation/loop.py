@@ -51,6 +51,15 @@ def _slowest(measurement: Mapping[str, Any], key: str) -> list[float] | None:
     return [max(r[i][key] for r in recs) for i in rows]
 
 
+def _probe_statistic(measurement: Mapping[str, Any]) -> float | None:
+    """The run's host speed probe (seconds): the *typical* per-iteration value (median of the fastest half of
+    the slowest rank's samples), the calibration's statistic of its own probe samples; the median for a
+    measurement written before the executor recorded it. The probe's samples can be bimodal on this host
+    (about 6 or 13 ms at one rank), and the median of the few samples of a short run lands on either mode."""
+    probe = measurement.get("speed_probe") or {}
+    return probe.get("typical_s") or probe.get("median_s")
+
+
 def _run_once(point: Point, system: str, timeout_s: float) -> dict[str, Any]:
     """One real run of ``point`` (with the host speed probe), reduced to what the comparison keeps."""
     from executor.launch import launch
@@ -64,7 +73,7 @@ def _run_once(point: Point, system: str, timeout_s: float) -> dict[str, Any]:
         "iteration_times_s": _slowest(m, "iteration_s"), "iteration_probe_s": _slowest(m, "probe_s") or None,
         "cores_per_rank": m.get("cores_per_rank"), "allreduce_algorithm": m.get("allreduce_algorithm"),
         "software": m.get("software"), "machine": m.get("machine"),
-        "speed_probe_s": (m.get("speed_probe") or {}).get("median_s"),
+        "speed_probe_s": _probe_statistic(m),
         "run_wall_s": time.perf_counter() - t0,
     }
 
