@@ -50,6 +50,11 @@ What is measured and fitted
    run a few percent slower in the training loop than in the benchmark, by an amount that depends on the rank
    count; the predictor multiplies every compute time at that sharing by this factor.
 
+5. The step tail (EMPIRICAL, ``[calibration.step_tail]``): every time above is a *typical* one (median of the
+   fastest half of the repetitions), a run's iteration time a mean; per rank count the median over the
+   benchmarked workloads of median / typical of their repeated steps (:func:`compute_step_tail`), by which
+   the predictor multiplies compute and optimizer times.
+
 Files: the system file and its device file ``<stem>-cpu.toml`` next to it (referenced by a relative path),
 written atomically after both were validated by loading them. Every number cites its measurement in
 ``[sources]``.
@@ -83,8 +88,8 @@ from hardware.errors import ConfigError, ToolkitError
 __all__ = [
     "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
     "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
-    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "compute_step_tail", "loop_hook_overhead_s",
-    "measure_loop_reference", "merge_compute_docs", "combine_sessions", "normalise_raw",
+    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "compute_step_tail",
+    "loop_hook_overhead_s", "measure_loop_reference", "merge_compute_docs", "combine_sessions", "normalise_raw",
     "measure_calibration", "fit_calibration", "calibrate", "render_system_toml",
     "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
 ]
@@ -500,7 +505,8 @@ def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_
     w = 1.0 / meas
     scale = 1.0
     has_kernels = kern > 0
-    l0 = float(np.median(np.maximum(0.0, meas - base)[has_kernels] / kern[has_kernels])) if has_kernels.any() else 0.0
+    l0 = (float(np.median(np.maximum(0.0, meas - base)[has_kernels] / kern[has_kernels]))
+          if has_kernels.any() else 0.0)
     if np.any(base >= kern * l0):
         from scipy.optimize import nnls
 
@@ -564,12 +570,12 @@ def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mappin
 
         ratio = (C_run - hooks) / (C_bench * tail)  /  (probe_run / probe_bench)
 
-    ``C_run``: the run's measured compute (critical rank, mean over iterations); ``tail``: the step tail at
-    ``k`` (:func:`compute_step_tail`: a mean over the typical time, which the predictor applies apart, 1 when
-    not given); ``hooks``: the bucketer's
+    ``C_run``: the run's measured compute (critical rank, mean over iterations); ``hooks``: the bucketer's
     cost inside its backward, which the predictor books apart (:func:`loop_hook_overhead_s`); ``C_bench``:
     the benchmark's typical step of that (model, batch) (the session's rounds merged as in the fit);
-    ``probe_run / probe_bench``: the run's median host speed probe over the benchmark's for that model at
+    ``tail``: the step tail at ``k`` (:func:`compute_step_tail`, a mean over the typical time, which the
+    predictor applies apart; 1 when not given);
+    ``probe_run / probe_bench``: the run's typical host speed probe over the benchmark's for that model at
     ``k`` (the median over its batches, the reference the validation loop uses), so that the host's speed
     between the two measurements does not count. The factor at ``k`` is the geometric mean of the sessions'
     ratios. Returns ``{"scale": {k: factor}, "rows": [per session and k: the inputs and the ratio]}``; sessions
@@ -657,7 +663,8 @@ QUICK = CalibrationPlan(
     model_batches={"resnet20": (8, 16, 32), "tiny": (4, 8), "digits_cnn": (32, 64, 128, 256)},
     allreduce_ranks=(2, 4), algorithms=("ring", "halving_doubling", "mpi"), min_bytes=4, max_bytes=4 << 20,
     factor=16, allreduce_repeats=2, max_iterations=10, repeats=5, gemm_n=512, memory_mb=32,
-    optimizer_models=("resnet20", "tiny"), compute_rounds=1, heavy_max_ranks={"digits_cnn": 1}, loop_iterations=20)
+    optimizer_models=("resnet20", "tiny"), compute_rounds=1, heavy_max_ranks={"digits_cnn": 1},
+    loop_iterations=20)
 
 
 # ==========================================================================================================
@@ -994,8 +1001,8 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
                    "curves": cfit["curves"], "workload_scale": cfit["workload_scale"]},
         "compute_fit": {k: cfit[k] for k in ("rms_rel_err", "max_abs_rel_err", "generic_rms_rel_err",
                                              "generic_max_abs_rel_err", "points")},
-        "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "step_tail": tail, "speed_probe_s": probe,
-        "speed_probe_model_s": probe_model,
+        "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "step_tail": tail,
+        "speed_probe_s": probe, "speed_probe_model_s": probe_model,
         "kfac": kfac, "loop_compute": loop,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"],

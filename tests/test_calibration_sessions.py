@@ -254,14 +254,18 @@ def test_report_states_the_calibration_sessions(tmp_path):
     head = md.split("## 2.")[0]
     assert "**Calibration sessions:** the calibration was measured 3 times, before passes 1, 2, 3" in head
     assert "Compute inside the executor's loop" not in head   # no loop reference measured: no note
+    assert "Typical and mean times" not in head
     s["calibration"]["loop_compute"] = {"4": 0.98, "1": 1.02, "2": 1.118}
-    md = open(write_report(tmp_path / "c", results, s)["markdown"], encoding="utf-8").read()
-    assert "(here 1.020 at 1 rank, 1.118 at 2 ranks, 0.980 at 4 ranks)" in md.split("## 2.")[0]
+    s["calibration"]["step_tail"] = {"1": 1.07, "2": 1.05}
+    head = open(write_report(tmp_path / "c", results, s)["markdown"], encoding="utf-8").read().split("## 2.")[0]
+    assert "factor (here 1.020 at 1 rank, 1.118 at 2 ranks, 0.980 at 4 ranks)" in head
+    assert "**Typical and mean times:**" in head and "(here 1.070 at 1 rank, 1.050 at 2 ranks;" in head
 
 
-def test_session_calibration_reports_the_fitted_loop_factor(tmp_path):
+def test_session_calibration_reports_the_fitted_factors(tmp_path):
     sc = SessionCalibration(tmp_path, quick=True, say=lambda m: None)
-    assert sc.loop_compute() == {}   # nothing fitted yet
+    assert sc.factors() == {"loop_compute": {}, "step_tail": {}}   # nothing fitted yet
     sc.folder.mkdir()
-    (sc.folder / "report.json").write_text(json.dumps({"loop_compute": {"scale": {"1": 1.01, "2": 1.15}}}))
-    assert sc.loop_compute() == {"1": 1.01, "2": 1.15}
+    (sc.folder / "report.json").write_text(json.dumps({"loop_compute": {"scale": {"1": 1.01, "2": 1.15}},
+                                                       "step_tail": {"1": 1.06}}))
+    assert sc.factors() == {"loop_compute": {"1": 1.01, "2": 1.15}, "step_tail": {"1": 1.06}}

@@ -155,8 +155,9 @@ def test_the_step_tail_scales_compute_and_optimizer(tmp_path):
         assert b["optimizer_s"] == pytest.approx(opt * a["optimizer_s"], rel=1e-9)
         assert b["comm_total_s"] == pytest.approx(a["comm_total_s"], rel=1e-9)   # measured collectives: as they are
     path = _spec(tmp_path, "low", None, tail={1: 1.0})
-    path.write_text(path.read_text().replace("ranks_1 = 1.0", "ranks_1 = 0.9", 1) if "[calibration.step_tail]\nranks_1 = 1.0"
-                    in path.read_text() else pytest.fail("no step_tail table written"))
+    table = "[calibration.step_tail]\nranks_1 = 1.0"
+    assert table in path.read_text()
+    path.write_text(path.read_text().replace(table, "[calibration.step_tail]\nranks_1 = 0.9"))
     with pytest.raises(SpecError, match=r"field 'calibration.step_tail.ranks_1' = 0.9: must be >= 1"):
         load_system(path)
 

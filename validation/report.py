@@ -205,7 +205,11 @@ def _headline(results, summary) -> Section:
                          "first and predicted after the last run, from the calibration alone. One session is one "
                          "moment of the host's drifting speed: alone, its error would shift every prediction with "
                          "the same number of ranks alike."))
-    loop = sessions.get("loop_compute") or {}
+    def per_rank(values: Mapping[str, float]) -> str:
+        return ", ".join(f"{v:.3f} at {k} rank{'s' if str(k) != '1' else ''}"
+                         for k, v in sorted(values.items(), key=lambda kv: int(kv[0])))
+
+    loop, tail = sessions.get("loop_compute") or {}, sessions.get("step_tail") or {}
     if loop:
         s.blocks.append(("note",
                          "**Compute inside the executor's loop:** each calibration session also ran the executor "
@@ -213,11 +217,17 @@ def _headline(results, summary) -> Section:
                          "SGD) at every rank count, and compared its forward + backward with the compute "
                          "benchmark's for the same model and batch, after the host speed probe and the bucketer's "
                          "hooks (`executor.calibrate.fit_loop_compute`). Every prediction multiplies its compute "
-                         "by that EMPIRICAL factor (here "
-                         + ", ".join(f"{v:.3f} at {k} rank{'s' if str(k) != '1' else ''}"
-                                     for k, v in sorted(loop.items(), key=lambda kv: int(kv[0])))
-                         + "): the same layers run slower in the training loop than in the benchmark, by an amount "
-                         "that depends on how many ranks share the host; its cause is not known."))
+                         f"by that EMPIRICAL factor (here {per_rank(loop)}): the same layers run at a slightly "
+                         "different speed in the training loop than in the benchmark, by an amount that depends "
+                         "on how many ranks share the host; its cause is not known."))
+    if tail:
+        s.blocks.append(("note",
+                         "**Typical and mean times:** every calibrated time is a benchmark's typical one (the "
+                         "median of the fastest half of its repetitions, robust against other work on the host), "
+                         "while a run's iteration time is a mean. The predictions multiply compute and optimizer "
+                         "times by the calibrated *step tail*, the benchmark's own median over typical step time "
+                         f"(here {per_rank(tail)}; `executor.calibrate.compute_step_tail`), and every run is "
+                         "normalised by its typical probe sample, the calibration's statistic."))
     floor = summary.get("noise_floor")
     if floor and floor.get("mape") is not None:
         s.blocks.append(("note",

@@ -127,14 +127,17 @@ class SessionCalibration:
             return None
         return dates if isinstance(dates, list) and self.spec.exists() else None
 
-    def loop_compute(self) -> dict[str, float]:
-        """The fitted executor-loop compute factor per rank count (``{"2": 1.1, ...}``; empty when the
-        sessions have no loop reference or nothing is fitted yet)."""
+    def factors(self) -> dict[str, dict[str, float]]:
+        """The fitted per-rank-count EMPIRICAL factors: ``loop_compute`` (the executor-loop compute factor)
+        and ``step_tail`` (mean over typical step), each ``{"2": 1.1, ...}``; empty when not measured or
+        nothing is fitted yet."""
         try:
-            scale = json.loads((self.folder / "report.json").read_text()).get("loop_compute", {}).get("scale", {})
+            rep = json.loads((self.folder / "report.json").read_text())
+            found = {"loop_compute": rep.get("loop_compute", {}).get("scale", {}),
+                     "step_tail": rep.get("step_tail", {})}
         except (OSError, ValueError, AttributeError):
-            return {}
-        return {str(k): float(v) for k, v in scale.items()} if isinstance(scale, dict) else {}
+            return {"loop_compute": {}, "step_tail": {}}
+        return {k: ({str(r): float(v) for r, v in d.items()} if isinstance(d, dict) else {}) for k, d in found.items()}
 
     def measured_before(self) -> list[int | None]:
         """Per stored session, the pass index it was measured before (None: not recorded)."""
@@ -198,7 +201,7 @@ def validate_measured(out_dir: str | os.PathLike, *, quick: bool = False, repeat
                          control_every=2 if quick else 8, before_pass=before_pass)
     dates = cal.fitted_dates() or []
     summary["calibration"] = {"sessions": len(dates), "dates": dates, "before_passes": cal.measured_before(),
-                              "loop_compute": cal.loop_compute()}
+                              **cal.factors()}
     from validation.tta import run_tta
 
     say("time to accuracy on the bundled digits")
