@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -307,8 +307,9 @@ def test_up_creates_namespaces_and_registers_the_spec(cluster):
     assert cluster["status"] == "up"
     s = load_system("emulated")
     assert s.network.fabric == "emulated-tcp" and s.max_nodes == 2
-    # the measured MPI payload rate: below the 1 Gbit/s line rate by about the TCP framing (94 %)
-    assert 0.85e9 / 8 < s.network.link_bw_Bps < 1.0e9 / 8
+    # the measured MPI payload rate: below the 1 Gbit/s line rate by about the TCP framing (94 %); a loaded
+    # 2-core host can measure less (0.83 Gbit/s once in a CI-like run), never more than the line rate
+    assert 0.7e9 / 8 < s.network.link_bw_Bps < 1.0e9 / 8
     # per-message latency at least the configured 2 x 100 us one way (large messages: plus a rendezvous
     # round trip and the software); small messages: the delay plus a modest software cost
     assert 200e-6 <= s.network.latency_s < 20e-3
@@ -323,8 +324,11 @@ def test_ping_reflects_the_delay(cluster):
     proc = _in_ns(f"{PREFIX}h0", "ping", "10.77.0.2", "10", "0.01")
     rtts = json.loads(proc.stdout)["rtt_s"]
     assert len(rtts) == 10
-    # the round trip crosses four delayed links (4 x 100 us); the switch and the stack add a little
-    assert 400e-6 <= min(rtts) and statistics.median(rtts) < 400e-6 + 2e-3
+    # the round trip crosses four delayed links (4 x 100 us); the switch and the stack add a little. A loaded
+    # host delays some round trips by milliseconds (median 3 ms once in a CI-like run), so the upper bound is
+    # on the fastest few: the delay is a floor for every sample, the load only adds
+    fastest = sorted(rtts)[:3]
+    assert 400e-6 <= fastest[0] and fastest[-1] < 400e-6 + 2e-3
 
 
 def _shaped_transfer_gbps(nbytes: int, port: int) -> float:
@@ -353,13 +357,15 @@ def test_tcp_between_namespaces_follows_the_shaped_rate(cluster):
     ceiling = 1.0 * 1448 / 1538 * 1.03   # the 1 Gbit/s line rate less TCP/IP and Ethernet framing, +3 %
     # The shaper is a ceiling; on a busy 2-core host a transfer can fall below it (the userspace link and
     # both endpoints share the cores), never above. So every transfer must stay under the ceiling, and the
-    # best of up to three must come close to it (one slow sample is host load, not the shaper).
+    # best of up to six must come close to it (a slow sample is host load, not the shaper; three in a row at
+    # 0.27-0.46 Gbit/s happened once in a CI-like run, so a pause lets a burst of load pass).
     rates = []
-    for attempt in range(3):
+    for attempt in range(6):
         rates.append(_shaped_transfer_gbps(nbytes, 7999 + attempt))
         assert rates[-1] < ceiling, rates
         if rates[-1] > 0.7:
             break
+        time.sleep(1.0)
     assert max(rates) > 0.7, rates
 
 
