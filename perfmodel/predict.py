@@ -332,10 +332,9 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     lt = layer_times(table, dev, micro, precision, efficiency=curve,
                      overhead_s=shared_layer_overhead_s(dev, share))
     scale = share * dev.workload_factor(table.model, share)   # the factor is 1 unless calibrated
-    tail = 1.0
-    if system.calibration is not None:   # compute inside the executor's loop vs the benchmark (1 if not measured)
+    if system.calibration is not None:   # EMPIRICAL, 1 where not measured (see the module docstring)
         tail = system.calibration.step_tail_for(share)   # a mean step over the typical one the benchmarks keep
-        scale *= system.calibration.loop_compute_for(share) * tail
+        scale *= system.calibration.loop_compute_for(share) * tail   # and the executor loop's compute speed
         opt_s = opt_s * tail
     fwd_layers, bwd_layers = lt.fwd_s * scale, lt.bwd_s * scale
     forward = fwd_layers.sum(axis=1) * steps
