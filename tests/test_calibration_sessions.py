@@ -257,8 +257,10 @@ def test_report_states_the_calibration_sessions(tmp_path):
     assert "Typical and mean times" not in head
     s["calibration"]["loop_compute"] = {"4": 0.98, "1": 1.02, "2": 1.118}
     s["calibration"]["step_tail"] = {"1": 1.07, "2": 1.05}
+    s["calibration"]["loop_reference"] = {"model": "resnet20", "per_rank_batch": 32}
     head = open(write_report(tmp_path / "c", results, s)["markdown"], encoding="utf-8").read().split("## 2.")[0]
     assert "factor (here 1.020 at 1 rank, 1.118 at 2 ranks, 0.980 at 4 ranks)" in head
+    assert "(resnet20 at 32 images per rank, SGD, 25 MB buckets)" in head
     assert "**Typical and mean times:**" in head and "(here 1.070 at 1 rank, 1.050 at 2 ranks;" in head
 
 
@@ -269,3 +271,6 @@ def test_session_calibration_reports_the_fitted_factors(tmp_path):
     (sc.folder / "report.json").write_text(json.dumps({"loop_compute": {"scale": {"1": 1.01, "2": 1.15}},
                                                        "step_tail": {"1": 1.06}}))
     assert sc.factors() == {"loop_compute": {"1": 1.01, "2": 1.15}, "step_tail": {"1": 1.06}}
+    rows = [{"session": 1, "ranks": 1, "model": "resnet20", "batch": 32, "ratio": 1.01}]
+    (sc.folder / "report.json").write_text(json.dumps({"loop_compute": {"scale": {"1": 1.01}, "rows": rows}}))
+    assert sc.factors()["loop_reference"] == {"model": "resnet20", "per_rank_batch": 32}

@@ -167,3 +167,16 @@ def test_a_factor_out_of_range_is_one_line_spec_error(tmp_path):
     path.write_text(path.read_text().replace("ranks_2 = 1.2", "ranks_2 = -1.0", 1))
     with pytest.raises(SpecError, match=r"field 'calibration.loop_compute.ranks_2' = -1.0: must be > 0"):
         load_system(path)
+
+
+def test_the_full_plans_loop_reference_is_at_the_matrixs_operating_points():
+    """The loop factor is measured where the full matrix runs: the reference model's per-rank batch lies
+    within the per-rank batches the matrix runs that model at, at every rank count, and is benchmarked."""
+    from validation.matrix import full_matrix
+
+    model, per_rank = cal.FULL.loop_reference
+    assert per_rank in cal.FULL.model_batches[model]
+    for k in cal.FULL.compute_ranks:
+        at_k = [p.batch // p.ranks for p in full_matrix() if p.model == model and p.ranks == k]
+        assert at_k and min(at_k) <= per_rank <= max(at_k), (k, at_k)
+    assert cal.QUICK.loop_reference[1] in cal.QUICK.model_batches[cal.QUICK.loop_reference[0]]

@@ -210,11 +210,14 @@ def _headline(results, summary) -> Section:
                          for k, v in sorted(values.items(), key=lambda kv: int(kv[0])))
 
     loop, tail = sessions.get("loop_compute") or {}, sessions.get("step_tail") or {}
+    ref = sessions.get("loop_reference") or {}
     if loop:
+        what = (f"{ref['model']} at {ref['per_rank_batch']} images per rank, SGD, 25 MB buckets"
+                if ref.get("model") else "SGD")
         s.blocks.append(("note",
                          "**Compute inside the executor's loop:** each calibration session also ran the executor "
-                         "for real on a reference workload outside the matrix (ResNet-20 at 8 images per rank, "
-                         "SGD) at every rank count, and compared its forward + backward with the compute "
+                         f"for real on a reference configuration that is not a matrix point ({what}) at every "
+                         "rank count, and compared its forward + backward with the compute "
                          "benchmark's for the same model and batch, after the host speed probe and the bucketer's "
                          "hooks (`executor.calibrate.fit_loop_compute`). Every prediction multiplies its compute "
                          f"by that EMPIRICAL factor (here {per_rank(loop)}): the same layers run at a slightly "

@@ -130,14 +130,19 @@ class SessionCalibration:
     def factors(self) -> dict[str, dict[str, float]]:
         """The fitted per-rank-count EMPIRICAL factors: ``loop_compute`` (the executor-loop compute factor)
         and ``step_tail`` (mean over typical step), each ``{"2": 1.1, ...}``; empty when not measured or
-        nothing is fitted yet."""
+        nothing is fitted yet; with a loop factor also ``loop_reference`` (``model``, ``per_rank_batch``)."""
         try:
             rep = json.loads((self.folder / "report.json").read_text())
             found = {"loop_compute": rep.get("loop_compute", {}).get("scale", {}),
                      "step_tail": rep.get("step_tail", {})}
+            rows = rep.get("loop_compute", {}).get("rows") or []
         except (OSError, ValueError, AttributeError):
             return {"loop_compute": {}, "step_tail": {}}
-        return {k: ({str(r): float(v) for r, v in d.items()} if isinstance(d, dict) else {}) for k, d in found.items()}
+        out: dict[str, Any] = {k: ({str(r): float(v) for r, v in d.items()} if isinstance(d, dict) else {})
+                               for k, d in found.items()}
+        if rows and isinstance(rows[0], dict) and "model" in rows[0]:
+            out["loop_reference"] = {"model": str(rows[0]["model"]), "per_rank_batch": int(rows[0]["batch"])}
+        return out
 
     def measured_before(self) -> list[int | None]:
         """Per stored session, the pass index it was measured before (None: not recorded)."""
