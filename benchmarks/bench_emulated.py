@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict = {"network": cfg.to_dict(), "description": cfg.describe(), "loadavg_start": os.getloadavg()}
         try:
             state = up(cfg, base_system=args.base_system)
-            entry["measured_link"] = {k: state["measured"].get(k) for k in ("latency_s", "rate_Bps", "rtt_min_s")}
+            entry["measured_link"] = {k: state["measured"].get(k) for k in ("latency_s", "rate_Bps", "rtt_min_s",
+                                                                            "sizes", "times_s")}
             rows = bench_vs_predict("emulated", cfg.hosts, algorithms, args.sizes, repeats=args.repeats,
                                     max_iterations=args.max_iterations)
             entry["allreduce"] = rows

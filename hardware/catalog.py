@@ -73,7 +73,8 @@ SYSTEMS_DIR = CATALOG_DIR / "systems"
 # ==========================================================================================================
 @dataclass(frozen=True)
 class Leaf:
-    """A scalar field. ``type``: 'str', 'int', 'float', 'bool', 'enum' or 'int_list'.
+    """A scalar field. ``type``: 'str', 'int', 'float', 'bool', 'enum', 'int_list' or 'float_list' (the bounds
+    apply to every item of a list).
 
     Numeric bounds: ``gt``/``ge`` (lower, exclusive/inclusive), ``lt``/``le`` (upper).
     """
@@ -193,6 +194,10 @@ SYSTEM_SCHEMA: dict[str, Any] = {
         "link_Gbps": _pos(),
         "latency_us": Leaf("float", ge=0),
         "topology": Tagged("kind", _TOPOLOGY_VARIANTS),
+        # EMPIRICAL, optional: measured time of one exchange step between two nodes by message size (the
+        # emulated cluster's link calibration, executor/cluster/measure.py); see NetworkSpec.exchange_profile
+        "exchange_profile": Table({"bytes": Leaf("int_list", ge=1), "seconds": Leaf("float_list", gt=0)},
+                                  required=False),
     }),
     # written by `perfmodel calibrate` (hardware.specs.Calibration); catalog systems have none.
     # beta/gamma keys are seconds per byte in ns/B (converted here, see _per_byte).
@@ -251,12 +256,13 @@ def _check_leaf(spec: Leaf, value: Any, path: str, src: str) -> Any:
         if not isinstance(value, bool):
             fail(f"expected true or false, got {_type_name(value)}")
         return value
-    if spec.type == "int_list":
+    if spec.type in ("int_list", "float_list"):
+        kind = spec.type.split("_")[0]
         if not isinstance(value, list) or not value:
-            fail(f"expected a non-empty array of integers, got {_type_name(value)}")
+            fail(f"expected a non-empty array of {'integers' if kind == 'int' else 'numbers'}, got {_type_name(value)}")
         for i, item in enumerate(value):
-            _check_number(Leaf("int", ge=spec.ge, gt=spec.gt, le=spec.le, lt=spec.lt), item, f"{path}[{i}]", src)
-        return tuple(value)
+            _check_number(Leaf(kind, ge=spec.ge, gt=spec.gt, le=spec.le, lt=spec.lt), item, f"{path}[{i}]", src)
+        return tuple(value) if kind == "int" else tuple(float(x) for x in value)
     return _check_number(spec, value, path, src)
 
 
@@ -600,6 +606,22 @@ def load_device(id_or_path: str | os.PathLike, memory_mode: str | None = None) -
 # ==========================================================================================================
 # Systems
 # ==========================================================================================================
+def _exchange_profile(table: dict | None, src: str) -> tuple[tuple[float, float], ...]:
+    """``[network.exchange_profile]`` as ``((bytes, seconds), ...)`` by increasing size (empty when absent):
+    two arrays of one length, at least two sizes, strictly increasing."""
+    if not table:
+        return ()
+    sizes, times = table["bytes"], table["seconds"]
+    path = "network.exchange_profile"
+    if len(sizes) != len(times):
+        raise SpecError(src, f"{path}.seconds", list(times), f"needs one time per size ({len(sizes)} sizes)")
+    if len(sizes) < 2:
+        raise SpecError(src, f"{path}.bytes", list(sizes), "needs at least two sizes")
+    if any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise SpecError(src, f"{path}.bytes", list(sizes), "sizes must be strictly increasing")
+    return tuple((float(n), float(t)) for n, t in zip(sizes, times))
+
+
 def _topology_params(topo: dict, nics_per_node: int, src: str) -> dict[str, Any]:
     params = {k: v for k, v in topo.items() if k != "kind"}
     if topo["kind"] == "fat-tree":
@@ -697,7 +719,8 @@ def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec
         network=NetworkSpec(
             fabric=net["fabric"], link_bw_Bps=to_si("link_Gbps", net["link_Gbps"]),
             latency_s=to_si("latency_us", net["latency_us"]), topology_kind=net["topology"]["kind"],
-            topology_params=FrozenMap(_topology_params(net["topology"], node["nics_per_node"], src))),
+            topology_params=FrozenMap(_topology_params(net["topology"], node["nics_per_node"], src)),
+            exchange_profile=_exchange_profile(net.get("exchange_profile"), src)),
         sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""),
         calibration=_build_calibration(data["calibration"], src) if "calibration" in data else None)
 

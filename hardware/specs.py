@@ -395,6 +395,12 @@ class NetworkSpec:
         optional ``spine_switches``, ``switch_radix``; single-switch: optional ``ports``;
         torus: ``dims`` (tuple of ints); dragonfly: ``nodes_per_router``, ``routers_per_group``,
         ``groups``, optional ``global_links_per_router``.
+    exchange_profile : tuple of (bytes, seconds)
+        EMPIRICAL, optional (empty: none): the measured time of one exchange step between two nodes, by
+        message size (both directions at once, every node exchanging; the emulated cluster's link
+        calibration). ``link_bw_Bps`` and ``latency_s`` are then the straight line fitted through it; the
+        collective models add, per inter-node step, what the measurement at that step's message size
+        differs from the line (:func:`perfmodel.network.exchange_residual_s`).
     """
 
     fabric: str
@@ -402,6 +408,7 @@ class NetworkSpec:
     latency_s: float
     topology_kind: str
     topology_params: Mapping[str, Any]
+    exchange_profile: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

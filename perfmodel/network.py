@@ -18,6 +18,17 @@ exactly linear in the message size::
 so a profile is computed once per (system, nodes, ranks per node, algorithm, operation) and then prices
 every bucket of every batch size at numpy speed (sweeps evaluate >10,000 configurations a second).
 
+Measured exchange profile (EMPIRICAL, the emulated cluster)
+-----------------------------------------------------------
+A system whose ``[network.exchange_profile]`` holds the measured time of one exchange step between two
+nodes by message size (:attr:`hardware.specs.NetworkSpec.exchange_profile`) has a link latency and rate
+that are the straight line through those times. Over TCP the measured times are not a straight line (a
+round trip per rendezvous, the congestion window, stack costs per message), so every step with inter-node
+flows adds the *residual* of the measurement at that step's message size ``send_frac * n``: measured time
+minus ``latency + m / rate``, interpolated in ``log m`` between the measured sizes and held at the end
+values outside them (:func:`exchange_residual_s`). Contention and extra hops stay priced by the graph. The
+profile is then ``A + B * n + sum(repeat * residual(send_frac * n))``: no longer exactly linear.
+
 Other assumptions
 -----------------
 - Inter-node latency: the fabric's end-to-end MPI latency, put on the device-NIC hops (half each side).
@@ -65,7 +76,7 @@ from perfmodel.collectives import AUTO_CANDIDATES, Fabric, NetParams, get_algori
 
 __all__ = ["CollectiveProfile", "node_graph_spec", "network_spec", "cluster_graph", "rank_endpoints",
            "fabric_for", "collective_profile", "calibrated_profile", "best_profiles", "reduce_gamma_s_per_B",
-           "MPI_NATIVE"]
+           "exchange_residual_s", "MPI_NATIVE"]
 
 #: name of MPI's own allreduce (the executor's ``mpi``; priced only from calibration)
 MPI_NATIVE = "mpi"
@@ -75,20 +86,39 @@ _PROBE_BYTES = 1e12  # message size used to read the bandwidth slope off max_flo
 
 @dataclass(frozen=True)
 class CollectiveProfile:
-    """Linear cost of one collective: ``time_s(n) = alpha_s + beta_s_per_B * n`` (n in bytes)."""
+    """Cost of one collective: ``time_s(n) = alpha_s + beta_s_per_B * n`` (n in bytes), plus, on a network
+    with a measured exchange profile, ``sum(count * residual(frac * n))`` over ``exchange_steps``
+    (``(count, frac)`` of the inter-node steps) with ``residual`` interpolated in ``exchange_residual``
+    (``(bytes, seconds)`` pairs; module docstring)."""
 
     algorithm: str
     op: str
     p: int
     alpha_s: float
     beta_s_per_B: float
+    exchange_steps: tuple[tuple[float, float], ...] = ()
+    exchange_residual: tuple[tuple[float, float], ...] = ()
 
     def time_s(self, nbytes):
         """Seconds for a message of ``nbytes`` (scalar or array); 0 for a single rank."""
         n = np.asarray(nbytes, dtype=float)
         if self.p <= 1:
             return np.zeros_like(n) if n.ndim else 0.0
-        return self.alpha_s + self.beta_s_per_B * n
+        t = self.alpha_s + self.beta_s_per_B * n
+        if self.exchange_steps and self.exchange_residual:
+            sizes = np.log([b for b, _ in self.exchange_residual])
+            resid = np.array([r for _, r in self.exchange_residual])
+            for count, frac in self.exchange_steps:
+                m = frac * n
+                t = t + count * np.where(m > 0, np.interp(np.log(np.maximum(m, 1.0)), sizes, resid), 0.0)
+        return t if n.ndim else float(t)
+
+
+def exchange_residual_s(network) -> tuple[tuple[float, float], ...]:
+    """Per measured size of ``network.exchange_profile``: ``(bytes, measured time - (latency_s + bytes /
+    link_bw_Bps))`` in seconds (module docstring); empty without a profile."""
+    return tuple((float(b), float(t) - (network.latency_s + float(b) / network.link_bw_Bps))
+                 for b, t in network.exchange_profile)
 
 
 def reduce_gamma_s_per_B(system: SystemSpec) -> float:
@@ -197,7 +227,7 @@ def fabric_for(system: SystemSpec, ranks_per_node: int) -> Fabric:
 
 
 #: bump when the pricing of profiles changes: on-disk cache entries of other versions are ignored
-PROFILE_MODEL_VERSION = 1
+PROFILE_MODEL_VERSION = 2
 
 
 def _cache_dir() -> Path | None:
@@ -263,8 +293,10 @@ def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algo
     key = _cache_key(system, nodes, ranks_per_node, algorithm, op)
     if folder is not None:
         try:
-            alpha, beta = json.loads((folder / f"{key}.json").read_text())
-            return CollectiveProfile(algorithm, op, nodes * ranks_per_node, float(alpha), float(beta))
+            alpha, beta, steps = json.loads((folder / f"{key}.json").read_text())
+            return CollectiveProfile(algorithm, op, nodes * ranks_per_node, float(alpha), float(beta),
+                                     tuple((float(c), float(f)) for c, f in steps),
+                                     exchange_residual_s(system.network) if steps else ())
         except (OSError, ValueError, TypeError):
             pass
     prof = _compute_profile(system, nodes, ranks_per_node, algorithm, op)
@@ -273,7 +305,7 @@ def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algo
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
             with os.fdopen(fd, "w") as fh:
-                json.dump([prof.alpha_s, prof.beta_s_per_B], fh)
+                json.dump([prof.alpha_s, prof.beta_s_per_B, [list(x) for x in prof.exchange_steps]], fh)
             os.replace(tmp, folder / f"{key}.json")
         except OSError:
             pass  # a read-only home: the in-memory cache still works
@@ -312,6 +344,8 @@ def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algori
     intra = system.node.intra
     gamma = reduce_gamma_s_per_B(system)
     alpha = beta = 0.0
+    measured = bool(system.network.exchange_profile)
+    exchange: list[tuple[float, float]] = []
     for st in alg.steps(p, ranks_per_node=ranks_per_node, op=op):
         if len(st.pairs) == 0:
             beta += st.repeat * st.reduce_frac * gamma
@@ -330,7 +364,10 @@ def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algori
             slope = max(slope, 1.0 / intra.link_bw_Bps)
         alpha += st.repeat * lat
         beta += st.repeat * (st.send_frac * slope + st.reduce_frac * gamma)
-    return CollectiveProfile(algorithm, op, p, alpha, beta)
+        if measured and n_flows and st.send_frac > 0:
+            exchange.append((float(st.repeat), float(st.send_frac)))
+    return CollectiveProfile(algorithm, op, p, alpha, beta, tuple(exchange),
+                             exchange_residual_s(system.network) if exchange else ())
 
 
 def best_profiles(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str, nbytes,

@@ -316,6 +316,11 @@ def test_up_creates_namespaces_and_registers_the_spec(cluster):
     assert s.network.latency_s == pytest.approx(cluster["measured"]["latency_s"], rel=1e-4)
     assert 200e-6 <= cluster["measured"]["small_latency_s"] < 200e-6 + 2e-3
     assert "at bring-up" in s.sources["network.latency_us"] and "small-message" in s.sources["network.latency_us"]
+    # the per-size exchange profile the line was fitted to, in the spec (perfmodel.network adds its residuals)
+    from executor.cluster.measure import SIZES
+    assert [int(b) for b, _ in s.network.exchange_profile] == list(SIZES)
+    times = [t for _, t in s.network.exchange_profile]
+    assert times[-1] > 10 * times[0]   # 16 MiB at 1 Gbit/s: >= 134 ms; 64 KiB: about a millisecond
 
 
 @needs_netns

@@ -10,12 +10,13 @@ Method
   2 s); half the median round trip (``small_latency_s``; MPI's eager protocol).
 - Exchange cost: hosts in pairs ``(0, 1), (2, 3), ...``, all pairs at once, ``Sendrecv`` ``n`` bytes to each
   other (the step of every modelled allreduce algorithm: every host exchanges, and each host link carries
-  data in both directions), for ``n`` from 256 KiB to 8 MiB. The exchanges run back to back in timed blocks
+  data in both directions), for ``n`` from 64 KiB to 16 MiB. The exchanges run back to back in timed blocks
   (about 4 MiB per block; a barrier before each block), as the steps of a collective do, so that the skew of
   the ranks leaving the barrier (up to a one-way latency) is spread over the block instead of inflating each
   exchange; the time of an exchange is the slowest rank's block time over the block's exchanges, and the
   typical time per size (median of the fastest half of the blocks, robust against other work on this
-  machine) is fitted as ``t(n) = latency + n / rate`` by least squares with relative weights. ``rate``
+  machine) is kept per size (``sizes``, ``times_s``: the spec's ``[network.exchange_profile]``) and, from
+  256 KiB to 8 MiB, fitted as ``t(n) = latency + n / rate`` by least squares with relative weights. ``rate``
   (bytes/s) is the payload rate of one TCP stream per direction (line rate less Ethernet/IP/TCP framing and
   whatever the TCP/MPI stacks and the emulation cost under full-duplex traffic); ``latency`` is the
   per-message cost of large messages (MPI's rendezvous handshake: a round trip more than the eager
@@ -26,6 +27,9 @@ Why: the system spec of the emulated cluster (:mod:`executor.cluster.spec`) reco
 collective models use them, calibrated once at bring-up like a catalog system's MPI latency and bandwidth
 from a benchmark. (Collectives of gradients move messages of 100s of KiB and more, so the large-message
 regime is the one calibrated; small messages, eager, are faster than the spec says by about a round trip.)
+Over TCP the exchange time is not a straight line in the size (a rendezvous round trip, the congestion
+window, per-message stack costs): the collective models add what the per-size measurement differs from the
+line at each step's message size (:func:`perfmodel.network.exchange_residual_s`).
 """
 from __future__ import annotations
 
@@ -40,8 +44,10 @@ from typing import Any
 
 __all__ = ["SIZES", "exchange_pairs", "measure_link", "main"]
 
-#: message sizes of the exchange fit (bytes)
-SIZES = (256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20)
+#: message sizes of the exchanges (bytes): the per-size profile the spec records
+SIZES = (64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20)
+#: the straight-line fit (the spec's rate and latency) uses the sizes from 256 KiB to 8 MiB
+FIT_SIZES = (256 << 10, 8 << 20)
 
 
 def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - runs under mpiexec (cluster tests)
@@ -99,8 +105,9 @@ def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - ru
             return float(np.median(v[:max(1, (len(v) + 1) // 2)]))
 
         med = {n: typical(v) for n, v in times.items()}
-        x = np.array(list(med), dtype=float)
-        y = np.array(list(med.values()))
+        fit = {n: t for n, t in med.items() if FIT_SIZES[0] <= n <= FIT_SIZES[1]}
+        x = np.array(list(fit), dtype=float)
+        y = np.array(list(fit.values()))
         slope, intercept = np.polyfit(x, y, 1, w=1.0 / y)
         doc = {"small_latency_s": float(np.median(rtts)) / 2, "rtt_median_s": float(np.median(rtts)),
                "rtt_min_s": float(np.min(rtts)), "pings": len(rtts),
@@ -117,7 +124,7 @@ def exchange_pairs(hosts: int) -> list[tuple[int, int]]:
     return [(i, i + 1) for i in range(0, hosts - 1, 2)]
 
 
-def measure_link(state: dict[str, Any], src: int, dst: int, timeout_s: float = 120.0) -> dict[str, Any]:
+def measure_link(state: dict[str, Any], src: int, dst: int, timeout_s: float = 240.0) -> dict[str, Any]:
     """Run the calibration on every host of the (up) cluster ``state``, one rank per host: small-message
     ping-pong between hosts ``src`` and ``dst``, exchanges between the pairs of :func:`exchange_pairs` (all
     at once, as every host communicates in each step of a collective). Returns the document of

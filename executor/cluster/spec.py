@@ -9,6 +9,10 @@ What the spec says
   of large messages between two hosts (for a two-level tree, hosts on different leaves). The configured line rate and delays are in the ``[sources]`` entries and the notes.
   Without a measurement (``--no-measure``), the payload rate of the line rate over MTU-1500 Ethernet
   (1448 / 1538 of it) and the configured one-way delay of the path are used.
+- ``[network.exchange_profile]`` (with a measurement): the calibration's typical exchange time per size
+  (64 KiB-16 MiB), of which ``link_Gbps`` and ``latency_us`` are the straight-line fit from 256 KiB to
+  8 MiB; the collective models add what the measurement differs from the line at each step's message size
+  (:func:`perfmodel.network.exchange_residual_s`).
 - ``[network.topology]``: ``single-switch`` with ``ports = hosts``, or ``fat-tree`` with ``nodes_per_leaf =
   hosts_per_switch`` and ``uplinks_per_leaf = uplink_gbps / link_gbps`` (its oversubscription follows).
   APPROXIMATION: the spec has one latency for every host pair; with ``--uplink-latency-us > 0`` pairs on
@@ -38,7 +42,8 @@ from executor.cluster.plan import ClusterConfig, make_plan
 from hardware.specs import DeviceSpec, SystemSpec
 from perfmodel.atomic import atomic_write
 
-__all__ = ["FABRIC", "DEVICE_FILE", "TCP_PAYLOAD_FRACTION", "derived_device_toml", "system_toml", "write_spec"]
+__all__ = ["FABRIC", "DEVICE_FILE", "TCP_PAYLOAD_FRACTION", "derived_device_toml", "exchange_profile_lines",
+           "system_toml", "write_spec"]
 
 #: fabric name of the emulated network
 FABRIC = "emulated-tcp"
@@ -134,6 +139,29 @@ def derived_device_toml(base: DeviceSpec, hosts: int, base_ref: str) -> str:
     return "\n".join(head + lines + [""] + _sources(src)) + "\n"
 
 
+def exchange_profile_lines(cfg: ClusterConfig, measured: dict[str, Any] | None) -> tuple[list[str], dict[str, str]]:
+    """The ``[network.exchange_profile]`` table (TOML lines) and its sources: the link calibration's typical
+    exchange time per size (empty without a measurement with per-size times). With a longer path than the
+    measured pairs' (uplink delays > 0), every time carries the same ``3 x`` extra delay as ``latency_us``,
+    so that the spec's line stays the straight line through the table."""
+    if not measured or not measured.get("sizes") or not measured.get("times_s") or not measured.get("rate_Bps"):
+        return [], {}
+    sizes, times = [int(n) for n in measured["sizes"]], [float(t) for t in measured["times_s"]]
+    if len(sizes) != len(times) or len(sizes) < 2 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        return [], {}
+    plan = make_plan(cfg)
+    a, b = plan.farthest_pair()
+    pair_s = max((plan.path_delay_s(x, y) for x, y in measured.get("pairs", [])), default=plan.path_delay_s(a, b))
+    extra_s = 3 * max(0.0, plan.path_delay_s(a, b) - pair_s)
+    lines = ["", "[network.exchange_profile]", f"bytes = [{', '.join(map(str, sizes))}]",
+             f"seconds = [{', '.join(_num(t + extra_s) for t in times)}]"]
+    how = ("measured at bring-up: typical time of one MPI Sendrecv exchange between hosts "
+           + ", ".join(f"{x}-{y}" for x, y in measured.get("pairs", [])) + " at once, per size "
+           "(executor/cluster/measure.py: calibration of the emulated link)"
+           + (f", plus 3 x {extra_s / 3 * 1e6:g} us (the longest path's extra configured delay)" if extra_s else ""))
+    return lines, {"network.exchange_profile.bytes": "the sizes " + how, "network.exchange_profile.seconds": how}
+
+
 def _measured_or_default(cfg: ClusterConfig, measured: dict[str, Any] | None) -> tuple[float, float, str, str]:
     """``(link_Gbps, latency_us, source of the rate, source of the latency)``."""
     plan = make_plan(cfg)
@@ -205,6 +233,9 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
         src["network.topology.uplinks_per_leaf"] = (
             f"uplink {cfg.uplink_rate_gbps:g} Gbit/s / link {cfg.link_gbps:g} Gbit/s: one emulated uplink of "
             f"{cfg.uplinks_per_leaf} x the link rate (oversubscription {cfg.oversubscription:g}:1)")
+    prof_lines, prof_src = exchange_profile_lines(cfg, measured)
+    lines += prof_lines
+    src.update(prof_src)
     ov = base.overheads
     if ov is not None:
         cal = base.calibration
