@@ -57,12 +57,19 @@ def test_factor_by_known_answer_with_speed_normalisation_and_hooks():
     s2 = _session({2: _run(2, 0.05 * 1.3 + hooks2, None)}, {2: [_doc(0.07, 7e-3), _doc(0.05, 8e-3)]})
     fit = cal.fit_loop_compute([s1, s2], BFIT, MEM_BW)
     assert fit["scale"][1] == pytest.approx(1.1)
-    assert fit["scale"][2] == pytest.approx(math.sqrt(1.2 * 1.3))   # geometric mean over the sessions
+    assert fit["scale"][2] == pytest.approx(math.sqrt(1.2 * 1.3))   # two sessions: their geometric mean
     rows = {(r["session"], r["ranks"]): r for r in fit["rows"]}
     assert rows[(1, 2)]["speed_factor"] == pytest.approx(1.25) and rows[(2, 2)]["speed_factor"] == 1.0
     assert rows[(1, 2)]["hooks_s"] == pytest.approx(hooks2) and rows[(1, 1)]["hooks_s"] == 0.0
     # sessions without a loop reference give no factor
     assert cal.fit_loop_compute([{**s1, "loop": {}}], BFIT, MEM_BW) == {"scale": {}, "rows": []}
+
+
+def test_one_outlying_session_does_not_move_the_factor():
+    # three sessions at 1.03, 1.07 and 1.60 (a slow stretch the probe did not see): the median, 1.07
+    sessions = [_session({2: _run(2, 0.05 * r + cal.loop_hook_overhead_s(BFIT, "resnet20", 2, MEM_BW), None)},
+                         {2: [_doc(0.05, 7e-3)]}) for r in (1.03, 1.60, 1.07)]
+    assert cal.fit_loop_compute(sessions, BFIT, MEM_BW)["scale"][2] == pytest.approx(1.07)
 
 
 def test_the_step_tail_is_taken_out_of_the_loop_factor():

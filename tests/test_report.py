@@ -376,6 +376,11 @@ def test_emulated_section_and_figure(tmp_path):
     assert "| allreduce >= 1 MiB | 2 | 6.5 | 6.5 | 8.0 | 2 of 2 |" in sec
     assert "| training iterations | 1 | 4.0 | 4.0 | 4.0 | 1 of 1 |" in sec
     assert "0.94 Gbit/s, 110 us" in sec and "saturated" in sec
+    assert "exchange_residual_s" not in sec   # link calibrations without per-size times: the line only
+    emu["results"][0]["measured_link"].update(sizes=[1 << 18, 1 << 20], times_s=[3e-3, 9e-3])
+    sec2 = Path(write_report(tmp_path / "b", results, dict(summary_of(results), emulated=emu))["markdown"]
+                ).read_text(encoding="utf-8").split("## 9. Emulated cluster")[1]
+    assert "what the measurement at that step's size differs from the line" in sec2
     png = (tmp_path / "plots" / "emulated.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and "](plots/emulated.png)" in md
     assert P.png_emulated({"results": [{"allreduce": [], "iterations": []}]}) is None

@@ -459,7 +459,11 @@ def _emulated_section(doc: Mapping[str, Any]) -> Section:
                     "links with a set rate and one-way delay (a single switch, or a two-level tree with an "
                     "oversubscribed uplink). Measured: the executor's allreduce benchmark per algorithm and "
                     "size, and training iterations; predicted: the `emulated` system spec that `cluster up` "
-                    "wrote from its link calibration.")
+                    "wrote from its link calibration"
+                    + (" (a line fitted to the measured time of one exchange per message size, and, at every "
+                       "inter-node step of a collective, what the measurement at that step's size differs from "
+                       "the line: `perfmodel.network.exchange_residual_s`)."
+                       if any((e.get("measured_link") or {}).get("sizes") for e in doc.get("results", [])) else "."))
     rows = []
     for label, key in (("allreduce >= 1 MiB", "allreduce_1MiB_and_above"),
                        ("allreduce >= 1 MiB, networks this machine cannot drive (excluded above)",
