@@ -127,7 +127,7 @@ class SessionCalibration:
             return None
         return dates if isinstance(dates, list) and self.spec.exists() else None
 
-    def factors(self) -> dict[str, dict[str, float]]:
+    def factors(self) -> dict[str, Any]:
         """The fitted per-rank-count EMPIRICAL factors: ``loop_compute`` (the executor-loop compute factor)
         and ``step_tail`` (mean over typical step), each ``{"2": 1.1, ...}``; empty when not measured or
         nothing is fitted yet; with a loop factor also ``loop_reference`` (``model``, ``per_rank_batch``)."""
