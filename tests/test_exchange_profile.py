@@ -110,3 +110,34 @@ def test_ranks_on_one_host_exchange_without_the_residual(tmp_path, monkeypatch):
     # 2 ranks on one host: shared memory only, nothing crosses the network
     assert float(collective_profile(s, 1, 2, "ring").time_s(1 << 20)) == \
         pytest.approx(float(collective_profile(flat, 1, 2, "ring").time_s(1 << 20)))
+
+
+def test_the_offline_what_if_rescores_a_result_file(tmp_path, monkeypatch, capsys):
+    """benchmarks/emulated_profile_whatif.py: a measured ring allreduce exactly as the profile prices it is
+    0 % with the profile and off by the residual without it; a network without per-size times is skipped."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    monkeypatch.setenv("TTT_LOCAL_SPEC", "")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "emulated_profile_whatif.py"
+    spec = importlib.util.spec_from_file_location("emulated_profile_whatif", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    s = _emulated(tmp_path / "a", monkeypatch, [_line(n) + 3e-3 for n in SIZES])
+    t = float(collective_profile(s, 4, 1, "ring").time_s(4 << 20))
+    net = {"hosts": 4, "link_gbps": 1.0, "latency_us": 5000.0}
+    link = {"latency_s": LAT, "rate_Bps": RATE, "sizes": SIZES, "times_s": [_line(n) + 3e-3 for n in SIZES]}
+    rows = [{"algorithm": "ring", "bytes": 4 << 20, "ranks": 4, "measured_s": t},
+            {"algorithm": "ring", "bytes": 64 << 10, "ranks": 4, "measured_s": 1.0}]   # below 1 MiB: not scored
+    doc = {"summary": {}, "results": [{"network": net, "measured_link": link, "allreduce": rows},
+                                      {"network": net, "measured_link": {"latency_s": LAT, "rate_Bps": RATE},
+                                       "allreduce": rows, "description": "old"}]}
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    assert mod.main([str(tmp_path / "r.json"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["with_profile"]["count"] == 1 and out["with_profile"]["max_abs_pct"] == pytest.approx(0.0, abs=1e-6)
+    assert out["without_profile"]["max_abs_pct"] == pytest.approx(100 * 6 * 3e-3 / t, rel=1e-4)
+    assert out["skipped_networks"] == ["old"]
+    assert mod.main([str(tmp_path / "missing.json")]) == 2
+    assert "results = " in capsys.readouterr().err

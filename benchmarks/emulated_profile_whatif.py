@@ -1,0 +1,89 @@
+"""Re-predict the allreduce rows of a ``bench_emulated.py --out`` result file offline, with and without the
+measured per-size exchange profile (``[network.exchange_profile]``, :func:`perfmodel.network.exchange_residual_s`):
+how much of the error the profile removes, on the same measurements.
+
+    .venv/bin/python benchmarks/emulated_profile_whatif.py docs/validation/emulated.json \\
+        --base-system validation-out/calibration/local.toml [--json]
+
+For every network of the file the emulated spec is written again from its stored link calibration (needs
+``measured_link.sizes`` and ``times_s``: result files from commit bd749b0 on) into a temporary folder, and
+every allreduce of 1 MiB and more (saturated networks included) is predicted twice. No root, no cluster,
+no measurement: a few seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="a bench_emulated.py --out file")
+    ap.add_argument("--base-system", default="local", help="the base system the measurement used")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    from executor.cluster.hydra import placement
+    from executor.cluster.plan import ClusterConfig
+    from executor.cluster.spec import write_spec
+    from hardware.catalog import load_system
+    from hardware.errors import ToolkitError
+    from perfmodel.network import collective_profile
+    from validation.run import load_emulated
+
+    try:
+        doc = load_emulated(args.results)
+    except ToolkitError as exc:
+        print(f"error: results = {args.results!r}: {str(exc).split(': ', 2)[-1]}", file=sys.stderr)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="ttt-whatif-")
+    os.environ["TTT_SYSTEMS_DIR"] = tmp   # the specs written here, never the user's registry
+    os.environ["TTT_CACHE_DIR"] = ""
+    errors: dict[str, list[float]] = {"with_profile": [], "without_profile": []}
+    skipped = []
+    for entry in doc["results"]:
+        ml = dict(entry.get("measured_link") or {})
+        if not ml.get("sizes") or not entry.get("allreduce"):
+            skipped.append(entry.get("description", "?"))
+            continue
+        cfg = ClusterConfig(**{k: v for k, v in entry["network"].items() if v is not None and k != "prefix"})
+        ml.setdefault("pairs", [[i, i + 1] for i in range(0, cfg.hosts - 1, 2)])
+        write_spec(Path(tmp), cfg, args.base_system, measured=ml)
+        spec = load_system("emulated")
+        flat = dataclasses.replace(spec, network=dataclasses.replace(spec.network, exchange_profile=()))
+        for row in entry["allreduce"]:
+            if row["bytes"] < (1 << 20):
+                continue
+            nodes, rpn = placement(row["ranks"], spec.max_nodes)
+            for key, system in (("with_profile", spec), ("without_profile", flat)):
+                t = float(collective_profile(system, nodes, rpn, row["algorithm"]).time_s(row["bytes"]))
+                errors[key].append(100.0 * (t - row["measured_s"]) / row["measured_s"])
+    out = {k: {"count": len(v), "mean_abs_pct": statistics.mean(map(abs, v)) if v else None,
+               "max_abs_pct": max(map(abs, v)) if v else None, "within_10pct": sum(abs(x) <= 10 for x in v)}
+           for k, v in errors.items()}
+    out["skipped_networks"] = skipped
+    shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for k in ("with_profile", "without_profile"):
+            a = out[k]
+            if a["count"]:
+                print(f"{k:<16} {a['count']} allreduce rows >= 1 MiB: mean |error| {a['mean_abs_pct']:.1f} %, "
+                      f"max {a['max_abs_pct']:.1f} %, {a['within_10pct']} within 10 %")
+        if skipped:
+            print(f"skipped (no per-size link calibration): {len(skipped)} network(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
