@@ -581,8 +581,9 @@ def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mappin
     between the two measurements does not count. The factor at ``k`` is the median of the sessions' ratios
     (in log space: with an even number of sessions the geometric mean of the middle two), not their mean: one
     reference run is a few seconds of a shared host, and one slow stretch that the probe does not see made a
-    session's ratio 1.60 where the other two gave 1.07 and 1.03 (full run 14, 2 ranks). Returns ``{"scale": {k: factor}, "rows": [per session and k: the inputs and the ratio]}``; sessions
-    without a loop reference contribute nothing (no factor: the predictor uses 1)."""
+    session's ratio 1.60 where the other two gave 1.07 and 1.03 (full run 14, 2 ranks). Returns
+    ``{"scale": {k: factor}, "rows": [per session and k: the inputs and the ratio]}``; sessions without a loop
+    reference contribute nothing (no factor: the predictor uses 1)."""
     rows: list[dict[str, Any]] = []
     for i, s in enumerate(sessions):
         for k, run in sorted((s.get("loop") or {}).items()):

@@ -205,6 +205,7 @@ def _headline(results, summary) -> Section:
                          "first and predicted after the last run, from the calibration alone. One session is one "
                          "moment of the host's drifting speed: alone, its error would shift every prediction with "
                          "the same number of ranks alike."))
+
     def per_rank(values: Mapping[str, float]) -> str:
         return ", ".join(f"{v:.3f} at {k} rank{'s' if str(k) != '1' else ''}"
                          for k, v in sorted(values.items(), key=lambda kv: int(kv[0])))

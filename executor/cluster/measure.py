@@ -47,7 +47,7 @@ __all__ = ["SIZES", "exchange_pairs", "measure_link", "main"]
 #: message sizes of the exchanges (bytes): the per-size profile the spec records
 SIZES = (64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20)
 #: the straight-line fit (the spec's rate and latency) uses the sizes from 256 KiB to 8 MiB
-FIT_SIZES = (256 << 10, 8 << 20)
+FIT_RANGE_BYTES = (256 << 10, 8 << 20)
 
 
 def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - runs under mpiexec (cluster tests)
@@ -105,7 +105,7 @@ def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - ru
             return float(np.median(v[:max(1, (len(v) + 1) // 2)]))
 
         med = {n: typical(v) for n, v in times.items()}
-        fit = {n: t for n, t in med.items() if FIT_SIZES[0] <= n <= FIT_SIZES[1]}
+        fit = {n: t for n, t in med.items() if FIT_RANGE_BYTES[0] <= n <= FIT_RANGE_BYTES[1]}
         x = np.array(list(fit), dtype=float)
         y = np.array(list(fit.values()))
         slope, intercept = np.polyfit(x, y, 1, w=1.0 / y)

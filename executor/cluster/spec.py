@@ -139,6 +139,16 @@ def derived_device_toml(base: DeviceSpec, hosts: int, base_ref: str) -> str:
     return "\n".join(head + lines + [""] + _sources(src)) + "\n"
 
 
+def _unmeasured_delay_s(cfg: ClusterConfig, measured: dict[str, Any]) -> float:
+    """One-way delay (s) of the cluster's longest path beyond the longest path among the calibration's
+    exchange pairs: 0 unless uplinks add delay. APPROXIMATION: a large message pays it three times
+    (rendezvous round trip + data), which the spec adds to the measured latency and exchange times."""
+    plan = make_plan(cfg)
+    path_s = plan.path_delay_s(*plan.farthest_pair())
+    pair_s = max((plan.path_delay_s(x, y) for x, y in measured.get("pairs", [])), default=path_s)
+    return max(0.0, path_s - pair_s)
+
+
 def exchange_profile_lines(cfg: ClusterConfig, measured: dict[str, Any] | None) -> tuple[list[str], dict[str, str]]:
     """The ``[network.exchange_profile]`` table (TOML lines) and its sources: the link calibration's typical
     exchange time per size (empty without a measurement with per-size times). With a longer path than the
@@ -146,13 +156,9 @@ def exchange_profile_lines(cfg: ClusterConfig, measured: dict[str, Any] | None) 
     so that the spec's line stays the straight line through the table."""
     if not measured or not measured.get("sizes") or not measured.get("times_s") or not measured.get("rate_Bps"):
         return [], {}
+    # a table that is not one (lengths, order) fails when write_spec loads the spec back: one clear error
     sizes, times = [int(n) for n in measured["sizes"]], [float(t) for t in measured["times_s"]]
-    if len(sizes) != len(times) or len(sizes) < 2 or any(b <= a for a, b in zip(sizes, sizes[1:])):
-        return [], {}
-    plan = make_plan(cfg)
-    a, b = plan.farthest_pair()
-    pair_s = max((plan.path_delay_s(x, y) for x, y in measured.get("pairs", [])), default=plan.path_delay_s(a, b))
-    extra_s = 3 * max(0.0, plan.path_delay_s(a, b) - pair_s)
+    extra_s = 3 * _unmeasured_delay_s(cfg, measured)
     lines = ["", "[network.exchange_profile]", f"bytes = [{', '.join(map(str, sizes))}]",
              f"seconds = [{', '.join(_num(t + extra_s) for t in times)}]"]
     how = ("measured at bring-up: typical time of one MPI Sendrecv exchange between hosts "
@@ -170,11 +176,7 @@ def _measured_or_default(cfg: ClusterConfig, measured: dict[str, Any] | None) ->
     if measured and measured.get("rate_Bps") and measured.get("latency_s") is not None:
         rate_gbps = measured["rate_Bps"] * 8 / 1e9
         lat_us = measured["latency_s"] * 1e6
-        # APPROXIMATION (uplink delays > 0 only): the exchanges measured pairs whose paths may be shorter than
-        # the longest one; a large message pays the extra one-way delay three times (rendezvous round trip +
-        # data)
-        pair_us = max((plan.path_delay_s(x, y) * 1e6 for x, y in measured.get("pairs", [])), default=path_us)
-        extra_us = max(0.0, path_us - pair_us)
+        extra_us = _unmeasured_delay_s(cfg, measured) * 1e6   # uplink delays > 0 only
         lat_us += 3 * extra_us
         pair = measured.get("hosts", [a, b])
         pairs = ", ".join(f"{x}-{y}" for x, y in measured.get("pairs", [pair]))
