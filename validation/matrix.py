@@ -82,15 +82,17 @@ def full_matrix() -> list[Point]:
         pts.append(Point("resnet20", ranks, 32 * ranks, bucket_mb=0.1, overlap=False))
         pts.append(Point("resnet20", ranks, 32 * ranks, bucket_mb=5.0))
     pts.append(Point("resnet32", 2, 64))
-    # ResNet-50 at a small batch (224x224 images: seconds per iteration on this CPU)
+    # ResNet-50 at a small batch (224x224 images: about a second per iteration on this CPU) and AlexNet (244 MB
+    # of gradients, communication-heavy): 10 measured iterations, so that a run (and its host speed probe)
+    # spans 5-12 s of the host's drift rather than 2-6 s (4 and 5 iterations until run 15, where these
+    # points' errors changed by up to 30 points from one full run to the next)
     for ranks in (1, 2):
-        pts.append(Point("resnet50", ranks, 2 * ranks, iterations=4, warmup_iterations=1))
-    pts.append(Point("resnet50", 2, 4, optimizer="lars", iterations=4, warmup_iterations=1))
-    # AlexNet: 244 MB of gradients, communication-heavy
+        pts.append(Point("resnet50", ranks, 2 * ranks, iterations=10, warmup_iterations=1))
+    pts.append(Point("resnet50", 2, 4, optimizer="lars", iterations=10, warmup_iterations=1))
     for ranks in (1, 2):
-        pts.append(Point("alexnet", ranks, 8 * ranks, iterations=5, warmup_iterations=1))
-    pts.append(Point("alexnet", 2, 16, overlap=False, iterations=5, warmup_iterations=1))
-    pts.append(Point("alexnet", 2, 16, allreduce="ring", iterations=5, warmup_iterations=1))
+        pts.append(Point("alexnet", ranks, 8 * ranks, iterations=10, warmup_iterations=1))
+    pts.append(Point("alexnet", 2, 16, overlap=False, iterations=10, warmup_iterations=1))
+    pts.append(Point("alexnet", 2, 16, allreduce="ring", iterations=10, warmup_iterations=1))
     return pts
 
 
