@@ -239,9 +239,9 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
     burst of other work on the host spoils one repetition of several entries rather than every repetition
     of one (and slow drifts of the host's speed affect every entry alike). ``tick()`` runs at the start of
     every round (e.g. a GEMM sample, so that the peak is sampled across the same period). With ``probe`` (an
-    :class:`executor.speed_probe.SpeedProbe`), one probe sample follows every timed step after an untimed
-    optimizer phase, as in the executor's loop (the probe's time depends on what ran just before it), and
-    each row gets ``probe_s``.
+    :class:`executor.speed_probe.SpeedProbe`), a pair of probe samples follows every timed step after an
+    untimed optimizer phase, as in the executor's loop (the probe's time depends on what ran just before it),
+    and each row gets ``probe_s`` (the warm sample's typical value) and ``probe_cold_s`` (the first's).
     """
     import torch.nn.functional as F
 
@@ -255,6 +255,7 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
     fwd: list[list[float]] = [[] for _ in entries]
     bwd: list[list[float]] = [[] for _ in entries]
     prb: list[list[float]] = [[] for _ in entries]
+    prb_cold: list[list[float]] = [[] for _ in entries]
     # with the probe, the executor's optimizer phase (SGD with momentum: step() and zero_grad()) runs untimed
     # between a step and its probe sample, as in the executor's loop: the probe's time depends on what ran
     # just before it, and the optimizer's pass over every parameter and momentum buffer (100s of MB for
@@ -291,7 +292,9 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
                 opt = opts[id(e[1])]
                 opt.step()
                 opt.zero_grad(set_to_none=False)
-                prb[i].append(probe.sample())
+                cold, warm = probe.sample_pair()   # the warm sample is the statistic (executor.speed_probe)
+                prb[i].append(warm)
+                prb_cold[i].append(cold)
     rows = []
     for i, (key, _, _, _, b) in enumerate(entries):
         both = sync.max(fwd[i] + bwd[i])
@@ -301,6 +304,7 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
                      "step_s": typical(st), "spread_step_s": spread(st)})
         if probe is not None:
             rows[-1]["probe_s"] = typical(sync.max(prb[i]))
+            rows[-1]["probe_cold_s"] = typical(sync.max(prb_cold[i]))
     return rows
 
 

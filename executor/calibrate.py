@@ -57,8 +57,9 @@ What is measured and fitted
    thread runs on the cores backward uses, so its forward + backward come out longer; the difference from
    the 25 MB run (one bucket, launched when backward ends), both speed-probe normalised, per extra bucket
    launched during backward is the backward time one overlapped collective costs, median over the sessions
-   (:func:`fit_overlap_collective`). Matrix runs of 4 sessions' means (runs 12 to 15) had the 0.25 MB
-   points' compute 2 to 9 % above prediction where the 5 and 25 MB points were within 1 %.
+   (:func:`fit_overlap_collective`). Why: averaged over four full validation runs (12 to 15), the measured
+   compute of the matrix's 0.25 MB points at 4 ranks was 4 to 9 % above its prediction, where the 5 and
+   25 MB points at the same batch were within 1 %.
 
 5. The step tail (EMPIRICAL, ``[calibration.step_tail]``): every time above is a *typical* one (median of the
    fastest half of the repetitions), a run's iteration time a mean; per rank count the median over the

@@ -185,7 +185,7 @@ def _train(spec: dict[str, Any], MPI) -> None:
         if check_params:
             rec["param_digest"] = _digest(model)
         if probe is not None:  # host speed now, outside the timed iteration (executor.speed_probe)
-            rec["probe_s"] = probe.sample()
+            rec["probe_cold_s"], rec["probe_s"] = probe.sample_pair()   # the warm sample is the statistic
         records.append(rec)
         train_wall += t5 - t0
         it += 1
@@ -228,12 +228,15 @@ def _train(spec: dict[str, Any], MPI) -> None:
         from executor.bench_compute import typical
 
         per_iteration = _probe_slowest(all_slim)
+        cold = _probe_slowest(all_slim, "probe_cold_s")
         measurement["speed_probe"] = {
             **probe.describe(),
             "median_s": statistics.median(per_iteration) if per_iteration else None,
             "typical_s": typical(per_iteration) if per_iteration else None,
-            "statistic": "per measured iteration the maximum over ranks; median_s their median, typical_s the "
-                         "median of their fastest half (the calibration's statistic)"}
+            "cold_typical_s": typical(cold) if cold else None,
+            "statistic": "per measured iteration the maximum over ranks of the warm sample (the second of a pair); "
+                         "median_s their median, typical_s the median of their fastest half (the calibration's "
+                         "statistic); cold_typical_s the same of the first samples"}
     if until_top1 is not None:
         reached = [e for e in evals if e["top1"] >= float(until_top1)]
         measurement.update({"until_top1": until_top1, "evaluations": evals,
@@ -245,12 +248,12 @@ def _train(spec: dict[str, Any], MPI) -> None:
     write_json_atomic(spec["out"], measurement)
 
 
-def _probe_slowest(per_rank: list[list[dict[str, Any]]]) -> list[float]:
-    """Per measured iteration the slowest rank's speed-probe time (seconds): a synchronous step waits for the
-    slowest rank, and the calibration's compute times are maxima over ranks too."""
+def _probe_slowest(per_rank: list[list[dict[str, Any]]], key: str = "probe_s") -> list[float]:
+    """Per measured iteration the slowest rank's speed-probe time ``key`` (seconds): a synchronous step waits
+    for the slowest rank, and the calibration's compute times are maxima over ranks too."""
     n = min(len(r) for r in per_rank)
-    return [max(r[i]["probe_s"] for r in per_rank) for i in range(n)
-            if not per_rank[0][i]["warmup"] and all("probe_s" in r[i] for r in per_rank)]
+    return [max(r[i][key] for r in per_rank) for i in range(n)
+            if not per_rank[0][i]["warmup"] and all(key in r[i] for r in per_rank)]
 
 
 def _digest(model) -> str:

@@ -17,6 +17,15 @@ than one of ResNet-20: about 6.3 against 5.0 ms here), so the calibration sample
 whole-model step, exactly where the executor samples it (after every iteration), and keeps a reference per
 model (``[calibration.speed_probe_model_ms]``).
 
+Two samples back to back (:meth:`SpeedProbe.sample_pair`): the *warm* one (the second: the probe's own
+tensors in cache) is the statistic (``probe_s``), the cold one (the first) is kept beside it
+(``probe_cold_s``). Why: the cold sample also measures how much of the cache the preceding work left cold,
+which differs between the calibration (every benchmarked model resident and interleaved) and a run (one
+model): after ResNet-50 at 2 ranks the calibration's cold probe came out 15-25 % slower than the runs' in
+four full validation runs (speed factors 0.72-0.85), which made those predictions 8-18 % too fast; in one
+calibration-like measurement the cold probe ranged 8.4-12.3 ms over nine (model, batch) rows, the warm one
+8.0-10.1 ms.
+
 Assumption: the host's slowdown affects the probe and the workload by the same factor. Measured over 60 s
 windows of 40 iterations, the ResNet-20 step over the probe varies with a standard deviation of about 5%
 where the step alone varies by about 8-12%: the probe removes most, not all, of the drift. When the host
@@ -54,6 +63,11 @@ class SpeedProbe:
         self.x = torch.randn((PROBE_BATCH, *info.input_shape), generator=g)
         self.y = torch.randint(0, info.num_classes, (PROBE_BATCH,), generator=g)
         self.sample()  # first call allocates and selects kernels: not representative
+
+    def sample_pair(self) -> tuple[float, float]:
+        """``(cold, warm)``: two samples back to back (seconds); the warm one is the statistic (module docstring)."""
+        cold = self.sample()
+        return cold, self.sample()
 
     def sample(self) -> float:
         """Seconds of one forward (with cross-entropy) and backward of the probe model."""

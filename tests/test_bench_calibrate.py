@@ -559,10 +559,10 @@ def test_the_compute_benchmark_probes_after_an_optimizer_phase_as_the_executor_d
         return out
 
     class Probe:
-        def sample(self):
+        def sample_pair(self):   # (cold, warm)
             seen.append(all(float(p.grad.abs().sum()) == 0.0 for p in models[0].parameters()
                             if p.grad is not None))
-            return 0.001
+            return 0.002, 0.001
 
     bench_compute._model_and_data = spy
     try:
@@ -570,7 +570,8 @@ def test_the_compute_benchmark_probes_after_an_optimizer_phase_as_the_executor_d
         rows_plain = bench_compute.models_times({"tiny": [2]}, repeats=2, warmup=1)
     finally:
         bench_compute._model_and_data = real
-    assert seen == [True, True, True] and rows[0]["probe_s"] == pytest.approx(0.001)
-    assert "probe_s" not in rows_plain[0]
+    assert seen == [True, True, True] and rows[0]["probe_s"] == pytest.approx(0.001)   # the warm sample
+    assert rows[0]["probe_cold_s"] == pytest.approx(0.002)
+    assert "probe_s" not in rows_plain[0] and "probe_cold_s" not in rows_plain[0]
     # the optimizer phase ran (momentum buffers) without moving the weights (lr 0)
     assert all(torch.equal(a, b) for a, b in zip(initial[0], models[0].parameters()))

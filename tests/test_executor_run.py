@@ -120,6 +120,10 @@ def test_speed_probe_is_recorded_outside_the_timed_iteration(tmp_path):
     assert m["speed_probe"]["median_s"] == pytest.approx(slowest[1])
     assert m["speed_probe"]["typical_s"] == pytest.approx((slowest[0] + slowest[1]) / 2)   # fastest half's median
     assert m["speed_probe"]["model"] == "tiny" and "maximum over ranks" in m["speed_probe"]["statistic"]
+    # the cold sample of each pair is kept beside the warm one (the statistic), with its own typical value
+    colds = [[rec["probe_cold_s"] for rec in r] for r in m["records"]]
+    cold_slowest = sorted(max(r[i] for r in colds) for i in range(1, 4))
+    assert m["speed_probe"]["cold_typical_s"] == pytest.approx((cold_slowest[0] + cold_slowest[1]) / 2)
     assert len({tuple(rec["param_digest"] for rec in r) for r in m["records"]}) == 1   # training unaffected
     plain = launch(cfg, 1, iterations=1, warmup_iterations=0, out=str(tmp_path / "p.json"))
     assert "speed_probe" not in plain and "probe_s" not in plain["records"][0][0]

@@ -71,6 +71,8 @@ def _run_once(point: Point, system: str, timeout_s: float) -> dict[str, Any]:
         "iteration_s": m["iteration_s"], "breakdown": m["breakdown"], "images_per_s": m["images_per_s"],
         "iteration_p50_s": m["iteration_p50_s"], "iteration_p99_s": m["iteration_p99_s"],
         "iteration_times_s": _slowest(m, "iteration_s"), "iteration_probe_s": _slowest(m, "probe_s") or None,
+        "iteration_probe_cold_s": _slowest(m, "probe_cold_s") or None,
+        "speed_probe_cold_s": (m.get("speed_probe") or {}).get("cold_typical_s"),
         "cores_per_rank": m.get("cores_per_rank"), "allreduce_algorithm": m.get("allreduce_algorithm"),
         "software": m.get("software"), "machine": m.get("machine"),
         "speed_probe_s": _probe_statistic(m),

@@ -42,12 +42,15 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["SIZES", "exchange_pairs", "measure_link", "main"]
+__all__ = ["SIZES", "exchange_pairs", "measure_link", "link_problems", "main"]
 
 #: message sizes of the exchanges (bytes): the per-size profile the spec records
 SIZES = (64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20)
 #: the straight-line fit (the spec's rate and latency) uses the sizes from 256 KiB to 8 MiB
 FIT_RANGE_BYTES = (256 << 10, 8 << 20)
+#: tolerances of :func:`link_problems`: a fitted rate this much above the line's payload rate, an exchange
+#: this much slower than one of twice its size
+RATE_TOLERANCE, MONOTONE_TOLERANCE = 1.10, 1.10
 
 
 def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - runs under mpiexec (cluster tests)
@@ -116,6 +119,29 @@ def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - ru
                "mpi_library": MPI.Get_library_version().splitlines()[0].strip()}
         from perfmodel.atomic import write_json_atomic
         write_json_atomic(out, doc)
+
+
+def link_problems(doc: dict[str, Any], payload_Bps: float) -> list[str]:
+    """What makes a link calibration ``doc`` (from :func:`measure_link`) physically impossible on a link that
+    carries at most ``payload_Bps`` bytes/s of TCP payload: a fitted rate above it (by more than
+    ``RATE_TOLERANCE``), or an exchange slower than one of twice its size (by more than
+    ``MONOTONE_TOLERANCE``). Either means that something else on this machine disturbed part of the
+    measurement (full emulated run of 2026-11-21: 4 hosts, 1 Gbit/s, 5 ms, two-level: 256 KiB exchanges
+    measured slower than 1 MiB ones and a fitted 1.30 Gbit/s, which put the ring at 1 MiB 81 % off).
+    Returns one line per problem (empty: consistent)."""
+    out: list[str] = []
+    rate = doc.get("rate_Bps")
+    if not rate:
+        out.append("no positive rate fitted (exchange times do not grow with the size)")
+    elif rate > RATE_TOLERANCE * payload_Bps:
+        out.append(f"fitted rate {rate * 8 / 1e9:.3g} Gbit/s above the line's {payload_Bps * 8 / 1e9:.3g} Gbit/s "
+                   "of TCP payload")
+    sizes, times = list(doc.get("sizes") or []), list(doc.get("times_s") or [])
+    for (n0, t0), (n1, t1) in zip(zip(sizes, times), zip(sizes[1:], times[1:])):
+        if t0 > MONOTONE_TOLERANCE * t1:
+            out.append(f"exchanges of {n0 >> 10} KiB took {t0 * 1e3:.1f} ms, longer than those of {n1 >> 10} KiB "
+                       f"({t1 * 1e3:.1f} ms)")
+    return out
 
 
 def exchange_pairs(hosts: int) -> list[tuple[int, int]]:
