@@ -51,16 +51,6 @@ What is measured and fitted
    run a few percent slower in the training loop than in the benchmark, by an amount that depends on the rank
    count; the predictor multiplies every compute time at that sharing by this factor.
 
-   The overlap reference (full plan, EMPIRICAL, ``[calibration.overlap_collective_ms]``): right after each
-   multi-rank loop reference, the same run with 0.25 MB buckets (MPI's allreduce: not a point of the
-   matrix), whose gradients go out in several buckets while backward runs. On a CPU host the communication
-   thread runs on the cores backward uses, so its forward + backward come out longer; the difference from
-   the 25 MB run (one bucket, launched when backward ends), both speed-probe normalised, per extra bucket
-   launched during backward is the backward time one overlapped collective costs, median over the sessions
-   (:func:`fit_overlap_collective`). Why: averaged over four full validation runs (12 to 15), the measured
-   compute of the matrix's 0.25 MB points at 4 ranks was 4 to 9 % above its prediction, where the 5 and
-   25 MB points at the same batch were within 1 %.
-
 5. The step tail (EMPIRICAL, ``[calibration.step_tail]``): every time above is a *typical* one (median of the
    fastest half of the repetitions), a run's iteration time a mean; per rank count the median over the
    benchmarked workloads of median / typical of their repeated steps (:func:`compute_step_tail`), by which
@@ -99,8 +89,7 @@ from hardware.errors import ConfigError, ToolkitError
 __all__ = [
     "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
     "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
-    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "fit_overlap_collective",
-    "compute_step_tail",
+    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "compute_step_tail",
     "loop_hook_overhead_s", "measure_loop_reference", "merge_compute_docs", "combine_sessions", "normalise_raw",
     "measure_calibration", "fit_calibration", "calibrate", "render_system_toml",
     "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
@@ -625,52 +614,6 @@ def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mappin
     return {"scale": scale, "rows": rows}
 
 
-def fit_overlap_collective(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """EMPIRICAL backward time (seconds) that one gradient-bucket collective running during backward takes
-    from it, per rank count, from each session's pair of loop-reference runs at that rank count: ``loop``
-    (large buckets) and ``loop_overlap`` (small buckets, the same model, batch and iterations).
-
-    Per session and rank count ``k``::
-
-        cost = (C_small / s_small - C_large / s_large) / (n_small - n_large)
-
-    ``C``: the run's measured forward + backward (critical rank, mean over iterations); ``s``: its typical
-    host speed probe over the benchmark's for that model at ``k`` (as in :func:`fit_loop_compute`), so that
-    the host's drift between the two runs does not count; ``n``: the buckets launched while backward runs
-    (the run's buckets less the last one, which is launched when backward ends). The bucketer's hooks and
-    copies are the same in both runs and cancel. The cost at ``k`` is the median over the sessions, at least
-    0 (a pair whose difference is within the host's noise gives no cost, not a negative one). Returns
-    ``{"seconds": {k: cost}, "rows": [per session and k: the inputs and the cost]}``."""
-    rows: list[dict[str, Any]] = []
-    for i, s in enumerate(sessions):
-        small_runs = s.get("loop_overlap") or {}
-        for k, small in sorted(small_runs.items()):
-            k = int(k)
-            large = (s.get("loop") or {}).get(k)
-            if large is None or k not in s["compute"]:
-                continue
-            doc = merge_compute_docs(s["compute"][k])
-            probes = [r["probe_s"] for r in doc["models"] if r["model"] == small["model"] and r.get("probe_s")]
-            ref = float(np.median(probes)) if probes else None
-
-            def normalised(run: Mapping[str, Any]) -> float:
-                speed = float(run["speed_probe_s"]) / ref if ref and run.get("speed_probe_s") else 1.0
-                return float(run["compute_s"]) / speed
-
-            extra = int(small["buckets"]) - int(large.get("buckets", 1))
-            if extra <= 0:
-                continue
-            cost = (normalised(small) - normalised(large)) / extra
-            rows.append({"session": i + 1, "ranks": k, "model": small["model"], "batch": int(small["batch"]),
-                         "large_compute_s": float(large["compute_s"]), "small_compute_s": float(small["compute_s"]),
-                         "large_buckets": int(large.get("buckets", 1)), "small_buckets": int(small["buckets"]),
-                         "cost_s": cost})
-    seconds = {}
-    for k in sorted({r["ranks"] for r in rows}):
-        seconds[k] = max(0.0, float(np.median([r["cost_s"] for r in rows if r["ranks"] == k])))
-    return {"seconds": seconds, "rows": rows}
-
-
 # ==========================================================================================================
 # the plan
 # ==========================================================================================================
@@ -707,10 +650,6 @@ class CalibrationPlan:
     loop_reference: tuple[str, int] | None = ("resnet20", 32)
     #: measured iterations of each loop-reference run (after 2 warm-up iterations)
     loop_iterations: int = 40
-    #: bucket size (MB) of the overlap reference: the loop reference again at every multi-rank count with
-    #: this bucket size (:func:`fit_overlap_collective`; None: not measured, cost 0). The quick plan leaves it
-    #: out for its time budget
-    overlap_reference_bucket_mb: float | None = 0.25
 
 
 #: models of the bucketer-overhead fit (small: the per-layer hook cost, not the bucket copies, dominates)
@@ -732,7 +671,7 @@ QUICK = CalibrationPlan(
     allreduce_ranks=(2, 4), algorithms=("ring", "halving_doubling", "mpi"), min_bytes=4, max_bytes=4 << 20,
     factor=16, allreduce_repeats=2, max_iterations=10, repeats=5, gemm_n=512, memory_mb=32,
     optimizer_models=("resnet20", "tiny"), compute_rounds=1, heavy_max_ranks={"digits_cnn": 1},
-    loop_reference=("resnet20", 8), loop_iterations=20, overlap_reference_bucket_mb=None)
+    loop_reference=("resnet20", 8), loop_iterations=20)
 
 
 # ==========================================================================================================
@@ -865,7 +804,6 @@ def normalise_raw(raw: Mapping[str, Any]) -> dict[str, Any]:
         compute = {int(k): list(v) for k, v in raw["compute"].items()}
         allreduce = {int(k): dict(v) for k, v in raw["allreduce"].items()}
         loop = {int(k): dict(v) for k, v in (raw.get("loop") or {}).items()}
-        loop_overlap = {int(k): dict(v) for k, v in (raw.get("loop_overlap") or {}).items()}
         if not all(isinstance(d, Mapping) for docs in compute.values() for d in docs):
             raise TypeError("compute documents must be objects")
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -875,8 +813,6 @@ def normalise_raw(raw: Mapping[str, Any]) -> dict[str, Any]:
     out = {**raw, "compute": compute, "allreduce": allreduce}
     if loop:
         out["loop"] = loop
-    if loop_overlap:
-        out["loop_overlap"] = loop_overlap
     return out
 
 
@@ -901,25 +837,22 @@ def _mem_total_gib() -> float | None:
 
 
 def measure_loop_reference(model: str, per_rank_batch: int, ranks: int, iterations: int, *,
-                           bucket_mb: float = 25.0, timeout_s: float = 900.0) -> dict[str, Any]:
+                           timeout_s: float = 900.0) -> dict[str, Any]:
     """One short real training run of the executor (:func:`executor.launch.launch`): ``model`` at
-    ``per_rank_batch`` images per rank on ``ranks`` ranks of this machine, SGD, MPI's own allreduce,
-    ``bucket_mb`` MB buckets with overlap, ``iterations`` measured iterations after 2 warm-up ones, with the
-    host speed probe. Returns what :func:`fit_loop_compute` and :func:`fit_overlap_collective` need: the
-    measured ``compute_s`` (forward + backward of the critical rank, mean over iterations), ``iteration_s``,
-    the run's typical ``speed_probe_s`` (median of the fastest half of the per-iteration samples, as the
-    validation loop takes it) and its number of ``buckets`` (0 on one rank)."""
+    ``per_rank_batch`` images per rank on ``ranks`` ranks of this machine, SGD, MPI's own allreduce, 25 MB
+    buckets with overlap, ``iterations`` measured iterations after 2 warm-up ones, with the host speed probe.
+    Returns what :func:`fit_loop_compute` needs: the measured ``compute_s`` (forward + backward of the
+    critical rank, mean over iterations), ``iteration_s`` and the run's typical ``speed_probe_s`` (median of
+    the fastest half of the per-iteration samples, as the validation loop takes it)."""
     from executor.launch import launch
     from perfmodel.config import load_config
 
     cfg = load_config(model=model, batch=int(per_rank_batch) * int(ranks), optimizer="sgd", system="local",
                       nodes=1, ranks_per_node=int(ranks), iterations=int(iterations), warmup_iterations=2,
-                      epochs=1.0, bucket_bytes=float(bucket_mb) * 1e6)
+                      epochs=1.0)
     m = launch(cfg, int(ranks), iterations=int(iterations), warmup_iterations=2, timeout_s=timeout_s,
                extra={"speed_probe": True})
-    per_iteration = m.get("buckets_rank0") or [[]]
     return {"model": model, "batch": int(per_rank_batch), "ranks": int(ranks), "iterations": int(iterations),
-            "bucket_mb": float(bucket_mb), "buckets": len(per_iteration[-1]),
             "compute_s": float(m["breakdown"]["compute_s"]), "iteration_s": float(m["iteration_s"]),
             "speed_probe_s": (m.get("speed_probe") or {}).get("typical_s")}
 
@@ -969,11 +902,6 @@ def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str
                 "iterations")
             raw["loop"][k] = measure_loop_reference(model, int(per_rank), k, plan.loop_iterations,
                                                     timeout_s=timeout_s)
-            if plan.overlap_reference_bucket_mb is not None and k > 1:   # right after, at the same host speed
-                say(f"executor overlap reference: the same with {plan.overlap_reference_bucket_mb:g} MB buckets")
-                raw.setdefault("loop_overlap", {})[k] = measure_loop_reference(
-                    model, int(per_rank), k, plan.loop_iterations, bucket_mb=plan.overlap_reference_bucket_mb,
-                    timeout_s=timeout_s)
     # ---- allreduce ---------------------------------------------------------------------------------------
     for p in plan.allreduce_ranks:
         say(f"bench allreduce: {p} ranks, {', '.join(plan.algorithms)}")
@@ -1068,7 +996,6 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
     kfac = {k: {f: doc["kfac"][f] for f in ("model", "batch", "factor_s", "reduce_scatter_s", "inversion_s", "step_s")}
             for k, doc in merged.items() if "kfac" in doc}
     loop = fit_loop_compute(sessions, bfit, mem_bw, tail)
-    overlap_collective = fit_overlap_collective(sessions)
     return {
         "kind": "calibration", "plan": plan.name, "date": date, "host": host,
         "machine": {"cpu_count": cores, "cpu_mhz": _cpu_mhz(), "mem_total_GiB": _mem_total_gib(),
@@ -1083,7 +1010,7 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
                                              "generic_max_abs_rel_err", "points")},
         "allreduce_fit": afit, "allreduce_samples": rows, "jitter_cv": jitter, "step_tail": tail,
         "speed_probe_s": probe, "speed_probe_model_s": probe_model,
-        "kfac": kfac, "loop_compute": loop, "overlap_collective": overlap_collective,
+        "kfac": kfac, "loop_compute": loop,
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"],
                       "optimizer_traffic_scale": kfit["optimizer_traffic_scale"], "optimizer_fit": kfit,
@@ -1306,10 +1233,6 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
               lambda k: f"{when}: EMPIRICAL, compute inside the executor's loop over bench compute with {k} rank(s): "
                         "a real run of the loop reference (its bucketer hooks removed) over the same model and "
                         "batch benchmarked, speed-probe normalised, median over the sessions")
-    per_ranks("overlap_collective_ms", (report.get("overlap_collective") or {}).get("seconds") or {}, 1e3,
-              lambda k: f"{when}: EMPIRICAL, backward time one bucket collective overlapped with it takes with {k} "
-                        "rank(s): the loop reference with small buckets minus with large ones, speed-probe "
-                        "normalised, per extra bucket launched during backward, median over the sessions")
     for k, r in (report.get("kfac") or {}).items():
         key = f"calibration.kfac.ranks_{int(k)}"
         lines += ["", f"[{key}]", f"model = {_s(r['model'])}", f"per_rank_batch = {int(r['batch'])}",

@@ -214,8 +214,6 @@ SYSTEM_SCHEMA: dict[str, Any] = {
         "jitter": MapOf(Leaf("float", ge=0, le=1), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "loop_compute": MapOf(Leaf("float", gt=0, le=10), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "step_tail": MapOf(Leaf("float", ge=1, le=10), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
-        "overlap_collective_ms": MapOf(Leaf("float", ge=0, le=1e4), key_pattern=r"^ranks_[1-9][0-9]*$",
-                                       required=False),
         "kfac": MapOf(Table({"model": Leaf("str"), "per_rank_batch": Leaf("int", ge=1),
                              "factor_ms": Leaf("float", ge=0, le=1e7), "exchange_ms": Leaf("float", ge=0, le=1e7),
                              "inversion_ms": Leaf("float", ge=0, le=1e7)}),
@@ -681,7 +679,6 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
     jitter = {int(k.split("_")[1]): float(v) for k, v in cal.get("jitter", {}).items()}
     loop = {int(k.split("_")[1]): float(v) for k, v in cal.get("loop_compute", {}).items()}
     tail = {int(k.split("_")[1]): float(v) for k, v in cal.get("step_tail", {}).items()}
-    ovc = {int(k.split("_")[1]): float(v) * 1e-3 for k, v in cal.get("overlap_collective_ms", {}).items()}
     probe = {int(k.split("_")[1]): float(v) * 1e-3 for k, v in cal.get("speed_probe_ms", {}).items()}
     probe_model = {int(k.split("_")[1]): FrozenMap({m: float(x) * 1e-3 for m, x in v.items()})
                    for k, v in cal.get("speed_probe_model_ms", {}).items()}
@@ -693,7 +690,6 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                        jitter_cv=FrozenMap(dict(sorted(jitter.items()))),
                        loop_compute_scale=FrozenMap(dict(sorted(loop.items()))),
                        step_tail=FrozenMap(dict(sorted(tail.items()))),
-                       overlap_collective_s=FrozenMap(dict(sorted(ovc.items()))),
                        speed_probe_s=FrozenMap(dict(sorted(probe.items()))),
                        speed_probe_model_s=FrozenMap(dict(sorted(probe_model.items()))),
                        kfac=FrozenMap(dict(sorted(kfac.items()))), notes=cal.get("notes", ""))

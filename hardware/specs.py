@@ -516,11 +516,6 @@ class Calibration:
         median of the fastest half of repetitions, what every calibrated time is). A run's iteration time is
         a mean, so the predictor multiplies the calibrated compute and optimizer times by it
         (:meth:`step_tail_for`).
-    overlap_collective_s : Mapping[int, float]
-        Ranks sharing the device -> EMPIRICAL compute time (seconds) that one gradient-bucket collective
-        running during backward takes from the backward pass on a CPU host, where the communication thread
-        shares the cores with the computing threads (:func:`executor.calibrate.fit_overlap_collective`). The
-        predictor adds it once per bucket launched before backward ends (:meth:`overlap_collective_for`).
     speed_probe_s : Mapping[int, float]
         Ranks sharing the device -> seconds of the host speed probe (:mod:`executor.speed_probe`) per rank
         while the compute calibration ran: the reference of the speed factor of a later run.
@@ -540,7 +535,6 @@ class Calibration:
     jitter_cv: Mapping[int, float] = FrozenMap()
     loop_compute_scale: Mapping[int, float] = FrozenMap()
     step_tail: Mapping[int, float] = FrozenMap()
-    overlap_collective_s: Mapping[int, float] = FrozenMap()
     speed_probe_s: Mapping[int, float] = FrozenMap()
     speed_probe_model_s: Mapping[int, Mapping[str, float]] = FrozenMap()
     kfac: Mapping[int, KfacMeasured] = FrozenMap()
@@ -571,13 +565,6 @@ class Calibration:
         """Calibrated mean over typical step time with ``ranks_sharing`` ranks per device: the measured value at
         exactly that sharing, 1 elsewhere."""
         return _exact(self.step_tail, ranks_sharing)
-
-    def overlap_collective_for(self, ranks_sharing: float) -> float:
-        """Calibrated backward time (seconds) taken by one overlapped bucket collective with ``ranks_sharing``
-        ranks per device: the measured value at exactly that sharing, 0 where none was measured."""
-        if not float(ranks_sharing).is_integer():
-            return 0.0
-        return float(self.overlap_collective_s.get(int(ranks_sharing), 0.0))
 
 
 def _exact(values: Mapping[int, float], ranks_sharing: float) -> float:

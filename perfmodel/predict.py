@@ -39,11 +39,6 @@ Assumptions (each an approximation, marked):
   calibrated system's step tail (EMPIRICAL, :meth:`hardware.specs.Calibration.step_tail_for`, mean over
   typical of the benchmark's repeated steps) turns the compute and optimizer times into the mean a run
   measures.
-- A calibrated CPU system may carry an EMPIRICAL backward cost per overlapped bucket collective
-  (:meth:`hardware.specs.Calibration.overlap_collective_for`; 0 where not measured): with overlap on, every
-  bucket but the last is reduced while backward still runs, by a communication thread on the cores that
-  backward uses; each such collective lengthens the backward by that cost (spread over its layers, so
-  the simulation sees it too).
 - A calibrated system (``perfmodel calibrate``) adds the executor's measured per-iteration overheads
   (EMPIRICAL, :class:`hardware.specs.ExecutorOverheads`) as ``overhead_s``: a fixed cost per step, and with
   more than one rank the bucketer's fixed cost, a cost per parameterised layer (gradient hooks) and the
@@ -342,12 +337,6 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
         scale *= system.calibration.loop_compute_for(share) * tail   # and the executor loop's compute speed
         opt_s = opt_s * tail
     fwd_layers, bwd_layers = lt.fwd_s * scale, lt.bwd_s * scale
-    if system.calibration is not None and overlap and ranks > 1 and n_buckets > 1:
-        # the collectives of the buckets launched during the last micro-batch's backward take CPU from it
-        extra = system.calibration.overlap_collective_for(share) * (n_buckets - 1)
-        if extra > 0:
-            total = bwd_layers.sum(axis=1) * steps
-            bwd_layers = bwd_layers * (1.0 + extra / np.maximum(total, 1e-30))[:, None]
     forward = fwd_layers.sum(axis=1) * steps
     bwd_last = bwd_layers.sum(axis=1)
     backward = bwd_last * steps

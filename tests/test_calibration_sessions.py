@@ -262,21 +262,15 @@ def test_report_states_the_calibration_sessions(tmp_path):
     assert "factor (here 1.020 at 1 rank, 1.118 at 2 ranks, 0.980 at 4 ranks)" in head
     assert "(resnet20 at 32 images per rank, SGD, 25 MB buckets)" in head
     assert "**Typical and mean times:**" in head and "(here 1.070 at 1 rank, 1.050 at 2 ranks;" in head
-    assert "**Overlapped collectives" not in head   # not measured: not claimed
-    s["calibration"]["overlap_collective_s"] = {"2": 0.0004, "4": 0.012}
-    head = open(write_report(tmp_path / "d", results, s)["markdown"], encoding="utf-8").read().split("## 2.")[0]
-    assert "**Overlapped collectives on a CPU host:**" in head and "(EMPIRICAL, here 0.40 ms at 2 ranks, 12.00 ms at 4" in head
 
 
 def test_session_calibration_reports_the_fitted_factors(tmp_path):
     sc = SessionCalibration(tmp_path, quick=True, say=lambda m: None)
-    assert sc.factors() == {"loop_compute": {}, "step_tail": {}, "overlap_collective_s": {}}   # nothing fitted yet
+    assert sc.factors() == {"loop_compute": {}, "step_tail": {}}   # nothing fitted yet
     sc.folder.mkdir()
     (sc.folder / "report.json").write_text(json.dumps({"loop_compute": {"scale": {"1": 1.01, "2": 1.15}},
-                                                       "step_tail": {"1": 1.06},
-                                                       "overlap_collective": {"seconds": {"4": 0.012}}}))
-    assert sc.factors() == {"loop_compute": {"1": 1.01, "2": 1.15}, "step_tail": {"1": 1.06},
-                            "overlap_collective_s": {"4": 0.012}}
+                                                       "step_tail": {"1": 1.06}}))
+    assert sc.factors() == {"loop_compute": {"1": 1.01, "2": 1.15}, "step_tail": {"1": 1.06}}
     rows = [{"session": 1, "ranks": 1, "model": "resnet20", "batch": 32, "ratio": 1.01}]
     (sc.folder / "report.json").write_text(json.dumps({"loop_compute": {"scale": {"1": 1.01}, "rows": rows}}))
     assert sc.factors()["loop_reference"] == {"model": "resnet20", "per_rank_batch": 32}

@@ -224,17 +224,6 @@ def _headline(results, summary) -> Section:
                          f"by that EMPIRICAL factor (here {per_rank(loop)}): the same layers run at a slightly "
                          "different speed in the training loop than in the benchmark, by an amount that depends "
                          "on how many ranks share the host; its cause is not known."))
-    ovc = sessions.get("overlap_collective_s") or {}
-    if ovc:
-        costs = ", ".join(f"{1e3 * float(v):.2f} ms at {k} ranks"
-                          for k, v in sorted(ovc.items(), key=lambda kv: int(kv[0])))
-        s.blocks.append(("note",
-                         "**Overlapped collectives on a CPU host:** each session ran the loop reference again with "
-                         "0.25 MB buckets right after it (MPI's allreduce, not a matrix point): with several "
-                         "buckets, collectives run during backward, on a communication thread that shares the "
-                         "cores with it. The difference in forward + backward, speed-probe normalised, per extra "
-                         "bucket launched during backward (`executor.calibrate.fit_overlap_collective`) is added "
-                         f"to every prediction's backward once per such bucket (EMPIRICAL, here {costs})."))
     if tail:
         s.blocks.append(("note",
                          "**Typical and mean times:** every calibrated time is a benchmark's typical one (the "

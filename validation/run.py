@@ -128,18 +128,16 @@ class SessionCalibration:
         return dates if isinstance(dates, list) and self.spec.exists() else None
 
     def factors(self) -> dict[str, Any]:
-        """The fitted per-rank-count EMPIRICAL factors: ``loop_compute`` (the executor-loop compute factor),
-        ``step_tail`` (mean over typical step) and ``overlap_collective_s`` (backward seconds per overlapped
-        bucket collective), each ``{"2": 1.1, ...}``; empty when not measured or nothing is fitted yet; with a
-        loop factor also ``loop_reference`` (``model``, ``per_rank_batch``)."""
+        """The fitted per-rank-count EMPIRICAL factors: ``loop_compute`` (the executor-loop compute factor)
+        and ``step_tail`` (mean over typical step), each ``{"2": 1.1, ...}``; empty when not measured or
+        nothing is fitted yet; with a loop factor also ``loop_reference`` (``model``, ``per_rank_batch``)."""
         try:
             rep = json.loads((self.folder / "report.json").read_text())
             found = {"loop_compute": rep.get("loop_compute", {}).get("scale", {}),
-                     "step_tail": rep.get("step_tail", {}),
-                     "overlap_collective_s": (rep.get("overlap_collective") or {}).get("seconds", {})}
+                     "step_tail": rep.get("step_tail", {})}
             rows = rep.get("loop_compute", {}).get("rows") or []
         except (OSError, ValueError, AttributeError):
-            return {"loop_compute": {}, "step_tail": {}, "overlap_collective_s": {}}
+            return {"loop_compute": {}, "step_tail": {}}
         out: dict[str, Any] = {k: ({str(r): float(v) for r, v in d.items()} if isinstance(d, dict) else {})
                                for k, d in found.items()}
         if rows and isinstance(rows[0], dict) and "model" in rows[0]:
