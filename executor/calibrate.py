@@ -44,7 +44,7 @@ What is measured and fitted
 
 4. The compute inside the executor's loop (EMPIRICAL, ``[calibration.loop_compute]``): a short real training
    run of the plan's loop reference (ResNet-20 at 32 images per rank, SGD, 25 MB buckets: not a point of the
-   validation matrix, at its per-rank batches; 8 per rank in the quick plan) at
+   validation matrix, at its per-rank batches, in both plans) at
    every compute rank count, right after the compute benchmark; per rank count the ratio of its measured
    forward + backward (less the bucketer's hooks, priced apart) to the benchmark's step of the same model and
    batch, speed-probe normalised, median over the sessions (:func:`fit_loop_compute`). The same layers
@@ -646,7 +646,9 @@ class CalibrationPlan:
     #: (:func:`fit_loop_compute`); it must be one of ``model_batches`` (None: not measured, scale 1). The full
     #: plan runs it at 32 images per rank, the middle of the validation matrix's per-rank batches (16 to 64):
     #: with the reference at 8 per rank (factors 0.92 and 0.93 at 4 ranks) the matrix's 4-rank points came out
-    #: 3 % and 9 % too fast in two full runs; the quick plan keeps 8 for its time budget
+    #: 3 % and 9 % too fast in two full runs. The quick plan runs it at 32 per rank too (8 until 2026-11-22,
+    #: when two quick runs with the warm speed probe came out 13 % and 23 % too fast: its matrix runs 16 to 32
+    #: per rank)
     loop_reference: tuple[str, int] | None = ("resnet20", 32)
     #: measured iterations of each loop-reference run (after 2 warm-up iterations)
     loop_iterations: int = 40
@@ -671,7 +673,7 @@ QUICK = CalibrationPlan(
     allreduce_ranks=(2, 4), algorithms=("ring", "halving_doubling", "mpi"), min_bytes=4, max_bytes=4 << 20,
     factor=16, allreduce_repeats=2, max_iterations=10, repeats=5, gemm_n=512, memory_mb=32,
     optimizer_models=("resnet20", "tiny"), compute_rounds=1, heavy_max_ranks={"digits_cnn": 1},
-    loop_reference=("resnet20", 8), loop_iterations=20)
+    loop_reference=("resnet20", 32), loop_iterations=20)
 
 
 # ==========================================================================================================
