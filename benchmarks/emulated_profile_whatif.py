@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from executor.cluster.hydra import placement
+    from executor.cluster.measure import exchange_pairs
     from executor.cluster.plan import ClusterConfig
     from executor.cluster.spec import write_spec
     from hardware.catalog import load_system
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(entry.get("description", "?"))
             continue
         cfg = ClusterConfig(**{k: v for k, v in entry["network"].items() if v is not None and k != "prefix"})
-        ml.setdefault("pairs", [[i, i + 1] for i in range(0, cfg.hosts - 1, 2)])
+        ml.setdefault("pairs", [list(p) for p in exchange_pairs(cfg.hosts)])
         write_spec(Path(tmp), cfg, args.base_system, measured=ml)
         spec = load_system("emulated")
         flat = dataclasses.replace(spec, network=dataclasses.replace(spec.network, exchange_profile=()))
