@@ -228,9 +228,9 @@ def test_a_run_is_normalised_by_its_typical_probe():
     # bimodal samples (the fast mode a little more frequent): the median lands on the slow mode's edge, the
     # typical value (median of the fastest half) on the fast mode, as the calibration's own statistic does
     m = {"speed_probe": {"median_s": 0.010, "typical_s": 0.0062}}
-    assert loop._probe_statistic(m) == 0.0062
-    assert loop._probe_statistic({"speed_probe": {"median_s": 0.010}}) == 0.010   # an older measurement
-    assert loop._probe_statistic({}) is None
+    assert loop.probe_statistic(m) == 0.0062
+    assert loop.probe_statistic({"speed_probe": {"median_s": 0.010}}) == 0.010   # an older measurement
+    assert loop.probe_statistic({}) is None
 
 
 def test_combine_runs_without_probes_takes_the_median_time():

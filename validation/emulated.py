@@ -193,8 +193,9 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         ``predicted_s``, ``error_pct``, and the measured and predicted ``compute_s`` and ``comm_exposed_s``.
         With a host speed probe reference in the spec (copied from the calibrated base system), the runs
         time the probe and ``predicted_s`` has its CPU work (compute, optimizer, overheads, straggler wait,
-        not the network) scaled by the speed factor, as in :mod:`validation.loop`; ``predicted_raw_s`` and
-        ``error_raw_pct`` are without it.
+        not the network) scaled by the speed factor, as in :mod:`validation.loop`: the run's typical probe
+        (``speed_probe_s``, the statistic of the calibration's reference; ``speed_probe_median_s`` beside it)
+        over the reference; ``predicted_raw_s`` and ``error_raw_pct`` are without it.
     """
     from executor.launch import launch
     from perfmodel.config import load_config
@@ -211,9 +212,10 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         with tempfile.TemporaryDirectory(prefix="ttt-emulated-run-") as tmp:   # launch removes its run folder
             m = launch(cfg, ranks, iterations=iterations, warmup_iterations=warmup_iterations, backend=backend,
                        timeout_s=timeout_s, out=os.path.join(tmp, "measurement.json"), extra={"speed_probe": True})
-        from validation.loop import speed_factor
+        from validation.loop import probe_statistic, speed_factor
 
-        factor = speed_factor(system, rpn, (m.get("speed_probe") or {}).get("median_s"), model)
+        probe_s = probe_statistic(m)     # the typical value, the statistic of the calibration's reference
+        factor = speed_factor(system, rpn, probe_s, model)
         bd = pred.breakdown
         cpu_s = sum(float(bd.get(k) or 0.0) for k in ("compute_s", "optimizer_s", "overhead_s", "sync_wait_s"))
         predicted = float(pred.iteration_s) + ((factor - 1.0) * cpu_s if factor else 0.0)
@@ -228,6 +230,7 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                      "algorithm": algorithm, "backend": backend, "measured_s": typical,
                      "measured_mean_s": float(m["iteration_s"]), "predicted_s": predicted,
                      "error_pct": _error_pct(predicted, typical), "speed_factor": factor,
+                     "speed_probe_s": probe_s, "speed_probe_median_s": (m.get("speed_probe") or {}).get("median_s"),
                      "predicted_raw_s": float(pred.iteration_s),
                      "error_raw_pct": _error_pct(float(pred.iteration_s), typical),
                      "measured_compute_s": float(m["breakdown"]["compute_s"]),

@@ -38,7 +38,8 @@ from perfmodel.simulate import simulate
 from validation.errors import component_errors, noise_pct, summarise_errors
 from validation.matrix import Point
 
-__all__ = ["run_point", "compare_point", "combine_runs", "run_matrix", "load_points", "load_measured", "summary_of"]
+__all__ = ["run_point", "compare_point", "combine_runs", "probe_statistic", "speed_factor", "run_matrix",
+           "load_points", "load_measured", "summary_of"]
 
 
 def _slowest(measurement: Mapping[str, Any], key: str) -> list[float] | None:
@@ -51,7 +52,7 @@ def _slowest(measurement: Mapping[str, Any], key: str) -> list[float] | None:
     return [max(r[i][key] for r in recs) for i in rows]
 
 
-def _probe_statistic(measurement: Mapping[str, Any]) -> float | None:
+def probe_statistic(measurement: Mapping[str, Any]) -> float | None:
     """The run's host speed probe (seconds): the *typical* per-iteration value (median of the fastest half of
     the slowest rank's samples), the calibration's statistic of its own probe samples; the median for a
     measurement written before the executor recorded it. The probe's samples can be bimodal on this host
@@ -75,7 +76,7 @@ def _run_once(point: Point, system: str, timeout_s: float) -> dict[str, Any]:
         "speed_probe_cold_s": (m.get("speed_probe") or {}).get("cold_typical_s"),
         "cores_per_rank": m.get("cores_per_rank"), "allreduce_algorithm": m.get("allreduce_algorithm"),
         "software": m.get("software"), "machine": m.get("machine"),
-        "speed_probe_s": _probe_statistic(m),
+        "speed_probe_s": probe_statistic(m),
         "run_wall_s": time.perf_counter() - t0,
     }
 

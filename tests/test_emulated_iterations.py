@@ -1,0 +1,57 @@
+"""validation.emulated.iterations_vs_predict's speed normalisation, with the real run replaced by a recorded
+measurement: the run's probe statistic is the typical value (the calibration reference's statistic), not
+the median, and only the prediction's CPU work is scaled."""
+from __future__ import annotations
+
+import pytest
+
+import executor.launch
+import validation.loop
+from validation.emulated import iterations_vs_predict
+
+
+def fake_measurement(ranks: int, iteration_s: float, probe: dict) -> dict:
+    rec = [{"warmup": i == 0, "iteration_s": iteration_s} for i in range(4)]
+    return {"records": [list(rec) for _ in range(ranks)], "iteration_s": iteration_s, "speed_probe": probe,
+            "breakdown": {"compute_s": 0.1, "comm_exposed_s": 0.02, "comm_total_s": 0.03}}
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """launch returns a measurement whose probe median (30 ms) is twice its typical value (15 ms); the
+    reference probe is 10 ms, so the factor must be 1.5 (the median would give 3.0)."""
+    seen = []
+    monkeypatch.setattr(executor.launch, "launch",
+                        lambda cfg, ranks, **kw: fake_measurement(ranks, 0.25, {"median_s": 0.030, "typical_s": 0.015}))
+
+    def factor(system, ranks, probe_s, model=None):
+        seen.append(probe_s)
+        return probe_s / 0.010
+
+    monkeypatch.setattr(validation.loop, "speed_factor", factor)
+    return seen
+
+
+def test_factor_is_the_typical_probe_over_the_reference(recorded):
+    (row,) = iterations_vs_predict("dgx1-v100", ranks=2, batches=(64,))
+    assert recorded == [0.015]
+    assert row["speed_factor"] == pytest.approx(1.5)
+    assert row["speed_probe_s"] == 0.015 and row["speed_probe_median_s"] == 0.030
+
+
+def test_only_cpu_work_is_scaled(recorded):
+    from perfmodel.config import load_config
+    from perfmodel.predict import predict
+
+    (row,) = iterations_vs_predict("dgx1-v100", ranks=2, batches=(64,))
+    cfg = load_config(model="resnet20", batch=64, optimizer="sgd", allreduce="ring", bucket_bytes=25e6,
+                      overlap=True, system="dgx1-v100", nodes=row["nodes"], ranks_per_node=row["ranks_per_node"],
+                      iterations=10, warmup_iterations=3, epochs=1.0)
+    pred = predict(cfg)
+    bd = pred.breakdown
+    cpu = sum(float(bd.get(k) or 0.0) for k in ("compute_s", "optimizer_s", "overhead_s", "sync_wait_s"))
+    assert row["predicted_raw_s"] == pytest.approx(pred.iteration_s)
+    assert row["predicted_s"] == pytest.approx(pred.iteration_s + 0.5 * cpu)
+    assert cpu < pred.iteration_s     # the network's part is left as predicted
+    assert row["measured_s"] == pytest.approx(0.25)
+    assert row["error_pct"] == pytest.approx(100 * (row["predicted_s"] - 0.25) / 0.25)
