@@ -517,6 +517,10 @@ def test_link_problems_names_what_is_impossible():
     assert bad == ["exchanges of 256 KiB took 6.0 ms, longer than those of 512 KiB (5.0 ms)"]
     assert link_problems(_link_doc(None, [0.003]), payload) == [
         "no positive rate fitted (exchange times do not grow with the size)"]
+    # the recorded disturbed profile of 2026-11-22 (2 hosts, 1 Gbit/s, 50 us): 1 MiB at 2.98 x 512 KiB
+    assert link_problems(_link_doc(0.86 * payload, [0.0029, 0.0051, 0.0152, 0.0210]), payload) == [
+        "exchanges of 1024 KiB took 15.2 ms, more than 2 times those of 512 KiB (5.1 ms)"]
+    assert link_problems(_link_doc(0.9 * payload, [0.0029, 0.0051, 0.0111]), payload) == []   # within 10 %
 
 
 @needs_netns

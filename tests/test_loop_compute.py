@@ -112,10 +112,12 @@ def test_raw_sessions_keep_the_loop_runs_with_integer_rank_keys():
     assert "loop" not in cal.normalise_raw({"compute": {}, "allreduce": {}})
 
 
-def _spec(tmp_path, name: str, loop_scale: dict | None, tail: dict | None = None):
+def _spec(tmp_path, name: str, loop_scale: dict | None, tail: dict | None = None, jitter: dict | None = None):
     from test_bench_calibrate import fake_report   # tests/ is on sys.path
 
     rep = fake_report()
+    if jitter is not None:
+        rep["jitter_cv"] = jitter
     if loop_scale is not None:
         rep["loop_compute"] = {"scale": loop_scale, "rows": []}
     if tail is not None:
@@ -187,3 +189,30 @@ def test_the_full_plans_loop_reference_is_at_the_matrixs_operating_points():
         at_k = [p.batch // p.ranks for p in full_matrix() if p.model == model and p.ranks == k]
         assert at_k and min(at_k) <= per_rank <= max(at_k), (k, at_k)
     assert cal.QUICK.loop_reference[1] in cal.QUICK.model_batches[cal.QUICK.loop_reference[0]]
+
+
+def test_the_emulated_cluster_spec_carries_the_loop_factors_at_ranks_times_hosts(tmp_path, monkeypatch):
+    """executor.cluster.spec: H emulated hosts with k ranks each are k * H ranks on this machine's CPU, so
+    the emulated spec's in-loop compute factor, step tail and jitter at k are the base's at k * H (a value
+    at a rank count that is not a multiple of H has no host equivalent and is left out)."""
+    from executor.cluster.plan import ClusterConfig
+    from executor.cluster.spec import write_spec
+
+    base = _spec(tmp_path, "base", {1: 1.05, 2: 1.2, 3: 1.3, 4: 1.1}, tail={1: 1.04, 2: 1.07, 4: 1.06},
+                 jitter={1: 0.15, 2: 0.11, 4: 0.1})
+    monkeypatch.setenv("TTT_SYSTEMS_DIR", str(tmp_path / "systems"))
+    monkeypatch.setenv("TTT_LOCAL_SPEC", str(base))
+    write_spec(tmp_path / "systems", ClusterConfig(hosts=2, link_gbps=1, latency_us=100), "local",
+               measured={"rate_Bps": 0.9e9 / 8, "latency_s": 300e-6, "hosts": [0, 1], "pings": 10})
+    b, e = load_system(base).calibration, load_system("emulated").calibration
+    assert dict(e.loop_compute_scale) == pytest.approx({1: 1.2, 2: 1.1})
+    assert dict(e.step_tail) == pytest.approx({1: 1.07, 2: 1.06})
+    assert dict(e.jitter_cv) == pytest.approx({1: 0.11, 2: 0.1}) and dict(b.jitter_cv)[1] == pytest.approx(0.15)
+    assert "calibration.loop_compute.ranks_1" in (tmp_path / "systems" / "emulated.toml").read_text()
+
+    def compute(system, ranks, nodes):
+        return predict(load_config(model="resnet20", batch=32 * ranks, optimizer="sgd", epochs=1, system=system,
+                                   nodes=nodes, ranks_per_node=ranks // nodes)).to_dict()["breakdown"]["compute_s"]
+
+    # the same loop with one rank per emulated host is priced like two ranks sharing the base's CPU
+    assert compute("emulated", 2, 2) == pytest.approx(compute(str(base), 2, 1), rel=1e-6)
