@@ -128,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             state = up(cfg, base_system=args.base_system)
             entry["measured_link"] = {k: state["measured"].get(k) for k in ("latency_s", "rate_Bps", "rtt_min_s",
-                                                                            "sizes", "times_s")}
+                                                                            "sizes", "times_s", "attempts",
+                                                                            "problems") if k in state["measured"]}
             rows = bench_vs_predict("emulated", cfg.hosts, algorithms, args.sizes, repeats=args.repeats,
                                     max_iterations=args.max_iterations)
             entry["allreduce"] = rows
             ml = state["measured"]
             say(f"   link calibration: {ml['latency_s'] * 1e6:.0f} us + n / {ml['rate_Bps'] * 8 / 1e9:.3f} Gbit/s"
+                + (f" (measured {ml['attempts']} times)" if ml.get("attempts", 1) > 1 else "")
                 + ("  SATURATED: " + "; ".join(state["warnings"]) if state.get("warnings") else ""))
             entry["saturated"] = bool(state.get("warnings"))
             for r in rows:
