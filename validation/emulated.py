@@ -200,6 +200,7 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
     from executor.launch import launch
     from perfmodel.config import load_config
     from perfmodel.predict import predict
+    from validation.loop import probe_statistic, speed_factor
 
     nodes, rpn = cluster_placement(system, ranks)
     rows = []
@@ -212,8 +213,6 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         with tempfile.TemporaryDirectory(prefix="ttt-emulated-run-") as tmp:   # launch removes its run folder
             m = launch(cfg, ranks, iterations=iterations, warmup_iterations=warmup_iterations, backend=backend,
                        timeout_s=timeout_s, out=os.path.join(tmp, "measurement.json"), extra={"speed_probe": True})
-        from validation.loop import probe_statistic, speed_factor
-
         probe_s = probe_statistic(m)     # the typical value, the statistic of the calibration's reference
         factor = speed_factor(system, rpn, probe_s, model)
         bd = pred.breakdown

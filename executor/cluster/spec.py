@@ -255,13 +255,21 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
                            ("optimizer_traffic_scale", float(ov.optimizer_traffic_scale))])]
         for key in ("step_us", "bucketer_us", "grad_hook_us", "kernel_launch_us", "optimizer_traffic_scale"):
             src[f"calibration.overheads.{key}"] = f"copied from {base_ref} (perfmodel calibrate on this machine)"
-        probe = {k // H: v for k, v in cal.speed_probe_s.items() if k % H == 0}
-        if probe:
-            lines += ["", "[calibration.speed_probe_ms]", *_lines([(f"ranks_{k}", v * 1e3) for k, v in probe.items()])]
-            for k in probe:
-                src[f"calibration.speed_probe_ms.ranks_{k}"] = (
-                    f"{base_ref} calibration.speed_probe_ms.ranks_{k * H} ({k} ranks per host x {H} hosts share "
-                    "this machine's CPU)")
+        # k ranks per host are k * H ranks sharing this machine's CPU; the table holds the SI value x unit
+        for table, values, unit, what in (
+                ("speed_probe_ms", cal.speed_probe_s, 1e3, "host speed probe"),
+                ("loop_compute", cal.loop_compute_scale, 1.0, "in-loop compute factor"),
+                ("step_tail", cal.step_tail, 1.0, "step tail (mean over typical step)"),
+                ("jitter", cal.jitter_cv, 1.0, "compute jitter (CV)")):
+            per_host = {k // H: v for k, v in values.items() if k % H == 0}
+            if not per_host:
+                continue
+            lines += ["", f"[calibration.{table}]",
+                      *_lines([(f"ranks_{k}", v * unit) for k, v in per_host.items()])]
+            for k in per_host:
+                src[f"calibration.{table}.ranks_{k}"] = (
+                    f"{base_ref} calibration.{table}.ranks_{k * H}: the {what} of {k * H} ranks sharing this "
+                    f"machine's CPU ({k} ranks per host x {H} hosts; the executor's training loop, not the network)")
         for k, by_model in cal.speed_probe_model_s.items():
             if k % H or not by_model:
                 continue
@@ -269,17 +277,6 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
             lines += ["", f"[{key}]", *_lines([(m, v * 1e3) for m, v in by_model.items()])]
             for m in by_model:
                 src[f"{key}.{m}"] = f"{base_ref} calibration.speed_probe_model_ms.ranks_{k}.{m}"
-        for table, values, what in (("loop_compute", cal.loop_compute_scale, "in-loop compute factor"),
-                                    ("step_tail", cal.step_tail, "step tail (mean over typical step)"),
-                                    ("jitter", cal.jitter_cv, "compute jitter (CV)")):
-            per_host = {k // H: v for k, v in values.items() if k % H == 0}
-            if not per_host:
-                continue
-            lines += ["", f"[calibration.{table}]", *_lines([(f"ranks_{k}", v) for k, v in per_host.items()])]
-            for k in per_host:
-                src[f"calibration.{table}.ranks_{k}"] = (
-                    f"{base_ref} calibration.{table}.ranks_{k * H}: the {what} of {k * H} ranks sharing this "
-                    f"machine's CPU ({k} ranks per host x {H} hosts; the executor's training loop, not the network)")
     return "\n".join(lines + [""] + _sources(src)) + "\n"
 
 
