@@ -216,7 +216,8 @@ SYSTEM_SCHEMA: dict[str, Any] = {
         "step_tail": MapOf(Leaf("float", ge=1, le=10), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "kfac": MapOf(Table({"model": Leaf("str"), "per_rank_batch": Leaf("int", ge=1),
                              "factor_ms": Leaf("float", ge=0, le=1e7), "exchange_ms": Leaf("float", ge=0, le=1e7),
-                             "inversion_ms": Leaf("float", ge=0, le=1e7)}),
+                             "inversion_ms": Leaf("float", ge=0, le=1e7),
+                             "nodes": Leaf("int", ge=1, required=False)}),
                       key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "speed_probe_ms": MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "speed_probe_model_ms": MapOf(MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^[A-Za-z0-9_.-]+$"),
@@ -684,7 +685,7 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                    for k, v in cal.get("speed_probe_model_ms", {}).items()}
     kfac = {int(k.split("_")[1]): KfacMeasured(model=v["model"], per_rank_batch=int(v["per_rank_batch"]),
                                                factor_s=v["factor_ms"] * 1e-3, exchange_s=v["exchange_ms"] * 1e-3,
-                                               inversion_s=v["inversion_ms"] * 1e-3)
+                                               inversion_s=v["inversion_ms"] * 1e-3, nodes=int(v.get("nodes", 1)))
             for k, v in cal.get("kfac", {}).items()}
     return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
                        jitter_cv=FrozenMap(dict(sorted(jitter.items()))),

@@ -481,13 +481,16 @@ class KfacMeasured:
     (``model`` at ``per_rank_batch`` with all ranks of one rank count; seconds, slowest rank): the factor
     computation in the hooks, the factor exchange (packing, reduce-scatter, running averages) and the
     inversion. The predictor prices the same reference with its cost model and scales its K-FAC terms by
-    measured / modelled (EMPIRICAL; :func:`perfmodel.predict.kfac_scales`)."""
+    measured / modelled (EMPIRICAL; :func:`perfmodel.predict.kfac_scales`). ``nodes``: how many nodes the
+    reference's ranks spanned (its table key counts ranks per node); more than one in an emulated cluster's
+    spec, whose reference is the base machine's run of all its hosts' ranks (:mod:`executor.cluster.spec`)."""
 
     model: str
     per_rank_batch: int
     factor_s: float
     exchange_s: float
     inversion_s: float
+    nodes: int = 1
 
 
 @dataclass(frozen=True)

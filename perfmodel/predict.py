@@ -225,26 +225,31 @@ _KFAC_REFERENCE_OPTIONS = ("launch_overhead_s", "inverse", "factor_dtype_bytes",
 
 
 def kfac_scales(system: SystemSpec, ranks: int, precision: str = "fp32",
-                options: Mapping[str, Any] | None = None) -> dict[str, float]:
+                options: Mapping[str, Any] | None = None, nodes: int = 1) -> dict[str, float]:
     """EMPIRICAL multipliers of the K-FAC model's per-refresh terms on a system whose calibration measured the
     executor's K-FAC (``[calibration.kfac]``): measured over modelled on the calibration's reference
-    configuration (its model and per-rank batch, on one node, at the measured rank count closest to
-    ``ranks`` from below, else the smallest), for the factor computation, the factor exchange (only when the
-    reference had several ranks) and the inversion. Empty when there is nothing to scale by. Cached per
-    (system, ranks, precision, the options that change the reference's cost)."""
+    configuration (its model and per-rank batch, on one node, at the measured rank count closest to the
+    run's ranks per node, ``ranks / nodes``, from below, else the smallest), for the factor computation, the
+    factor exchange (only when the reference had several ranks on as many nodes as the run) and the
+    inversion. Empty when there is nothing to scale by. Cached per
+    (system, ranks per node, precision, the options that change the reference's cost)."""
     cal = system.calibration
     if cal is None or not cal.kfac:
         return {}
     keys = sorted(cal.kfac)
-    k = max([x for x in keys if x <= ranks], default=keys[0])
+    per_node = max(1, int(ranks) // max(1, int(nodes)))
+    k = max([x for x in keys if x <= per_node], default=keys[0])
     opts = tuple(sorted((key, v) for key, v in (options or {}).items() if key in _KFAC_REFERENCE_OPTIONS))
-    return dict(_kfac_scales_at(system, k, precision, opts))
+    out = dict(_kfac_scales_at(system, k, precision, opts))
+    if int(nodes) != cal.kfac[k].nodes:   # the reference's exchange crossed another number of nodes
+        out.pop("exchange_scale", None)
+    return out
 
 
 @functools.lru_cache(maxsize=64)
 def _kfac_scales_at(system: SystemSpec, k: int, precision: str,
                     options: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, float], ...]:
-    """:func:`kfac_scales` for the calibration's reference at ``k`` ranks (one node)."""
+    """:func:`kfac_scales` for the calibration's reference at ``k`` ranks per node (on ``ref.nodes`` nodes)."""
     ref = system.calibration.kfac[k]
     share = max(1.0, k / system.devices_per_node)
     dev = system.device
@@ -253,9 +258,10 @@ def _kfac_scales_at(system: SystemSpec, k: int, precision: str,
     def comm(kind: str, nbytes: float, p: int) -> float:
         if p <= 1:
             return 0.0
-        return float(best_profiles(system, 1, k, "auto", [nbytes], op=kind)[0][0])
+        return float(best_profiles(system, ref.nodes, k, "auto", [nbytes], op=kind)[0][0])
 
-    oc = optimizer_cost("kfac", load_workload(ref.model), per_device_batch=int(ref.per_rank_batch), ranks=k,
+    oc = optimizer_cost("kfac", load_workload(ref.model), per_device_batch=int(ref.per_rank_batch),
+                        ranks=k * ref.nodes,
                         peak_flops=dev.peak_flops_for(precision) / share,
                         efficiency=max(1e-6, min(1.0, float(curve.at(ref.per_rank_batch)))),
                         mem_bw_Bps=_optimizer_bw_Bps(system, share), comm=comm,
@@ -265,7 +271,7 @@ def _kfac_scales_at(system: SystemSpec, k: int, precision: str,
     factor = d["factor_compute_s_per_refresh"] + d["bn_fisher_s_per_refresh"]
     if factor > 0 and ref.factor_s > 0:
         out["factor_scale"] = ref.factor_s / factor
-    if k > 1 and d["reduce_scatter_s_per_refresh"] > 0 and ref.exchange_s > 0:   # unscaled: no scale options
+    if k * ref.nodes > 1 and d["reduce_scatter_s_per_refresh"] > 0 and ref.exchange_s > 0:   # no scale options
         out["exchange_scale"] = ref.exchange_s / d["reduce_scatter_s_per_refresh"]
     if d["inversion_s_per_refresh"] > 0 and ref.inversion_s > 0:
         out["inversion_scale"] = ref.inversion_s / d["inversion_s_per_refresh"]
@@ -306,7 +312,7 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
         opts.setdefault("launch_overhead_s", overheads.kernel_launch_s)
     if optimizer == "kfac":
         opts.setdefault("grad_allgather", False)
-        for key, v in kfac_scales(system, ranks, precision, opts).items():
+        for key, v in kfac_scales(system, ranks, precision, opts, nodes=nodes).items():
             opts.setdefault(key, v)
     opt_s, opt_mem, details = [], [], []
     cache: dict[float, Any] = {}

@@ -520,6 +520,11 @@ def test_kfac_prediction_at_the_reference_reproduces_the_measurement(spec):
     assert details(32, 2, inversion_scale=1.0)["inversion_s_per_refresh"] == pytest.approx(0.015 / d["inversion_scale"])
     # rank counts without a measurement: the closest measured one from below, else the smallest measured
     assert kfac_scales(s, 4) == pytest.approx(sc) and kfac_scales(s, 1) == pytest.approx(sc)
+    # two nodes of two ranks: the one-node reference at 2 per node prices the CPU work; its exchange stayed
+    # inside a node, so it does not scale an exchange across nodes
+    two = dict(sc)
+    two.pop("exchange_scale")
+    assert kfac_scales(s, 4, nodes=2) == pytest.approx(two)
 
 
 def test_validation_reuses_only_a_calibration_it_can_compare_with(spec, tmp_path):

@@ -216,3 +216,20 @@ def test_the_emulated_cluster_spec_carries_the_loop_factors_at_ranks_times_hosts
 
     # the same loop with one rank per emulated host is priced like two ranks sharing the base's CPU
     assert compute("emulated", 2, 2) == pytest.approx(compute(str(base), 2, 1), rel=1e-6)
+
+    # K-FAC: the base's 2-rank measurement (factor 0.2 s, exchange 0.03 s, inversion 0.015 s per refresh) is
+    # the emulated one rank per host's; the exchange is not copied (shared memory, not this network)
+    ek = e.kfac[1]
+    assert set(e.kfac) == {1} and (ek.model, ek.per_rank_batch) == (b.kfac[2].model, b.kfac[2].per_rank_batch)
+    assert (ek.factor_s, ek.exchange_s, ek.inversion_s) == pytest.approx((0.2, 0.0, 0.015))
+
+    def kfac(system, nodes):
+        cfg = load_config(model="resnet20", batch=32, optimizer="kfac", epochs=1, system=system, nodes=nodes,
+                          ranks_per_node=2 // nodes, optimizer_options={"refresh_interval": 5})
+        return predict(cfg).to_dict()["details"]["optimizer"]
+
+    d, local = kfac("emulated", 2), kfac(str(base), 1)
+    assert d["factor_compute_s_per_refresh"] + d["bn_fisher_s_per_refresh"] == pytest.approx(0.2)
+    assert d["inversion_s_per_refresh"] == pytest.approx(0.015)
+    assert local["exchange_s_per_refresh"] == pytest.approx(0.03)   # the base's own reference, scaled
+    assert d["exchange_scale"] == 1.0 and local["exchange_scale"] != 1.0   # emulated: the network model's own

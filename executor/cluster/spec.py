@@ -31,8 +31,11 @@ What the spec says
   ``[calibration.loop_compute]``, ``[calibration.step_tail]`` and ``[calibration.jitter]``: the base's
   in-loop compute factor, step tail and compute jitter at ``k * H`` ranks as those of ``k`` ranks per host
   (the same training loop on the same shared CPU; before they were copied, the emulated iterations'
-  compute was predicted 8 % (2 hosts) and 17 % (4 hosts) below what the same loop is predicted locally). The
-  base's measured allreduce costs are NOT copied (they describe shared memory, not this network).
+  compute was predicted 8 % (2 hosts) and 17 % (4 hosts) below what the same loop is predicted locally);
+  ``[calibration.kfac]``: the base's measured K-FAC factor computation and inversion at ``k * H`` ranks as
+  those of ``k`` ranks per host on all ``H`` hosts (CPU work; ``nodes = H``, so the inversion is split over
+  ``k * H`` ranks as it was measured), with the factor exchange left to the network model. The base's
+  measured allreduce costs and K-FAC exchange are NOT copied (they describe shared memory, not this network).
 """
 from __future__ import annotations
 
@@ -277,6 +280,19 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
             lines += ["", f"[{key}]", *_lines([(m, v * 1e3) for m, v in by_model.items()])]
             for m in by_model:
                 src[f"{key}.{m}"] = f"{base_ref} calibration.speed_probe_model_ms.ranks_{k}.{m}"
+        for k, ref in cal.kfac.items():   # K-FAC's CPU work per refresh, the same k * H -> k mapping
+            if k % H:
+                continue
+            key = f"calibration.kfac.ranks_{k // H}"
+            lines += ["", f"[{key}]", *_lines([("model", ref.model), ("per_rank_batch", int(ref.per_rank_batch)),
+                                               ("factor_ms", ref.factor_s * 1e3), ("exchange_ms", 0.0),
+                                               ("inversion_ms", ref.inversion_s * 1e3), ("nodes", H)])]
+            src[f"{key}.nodes"] = f"the base's {k} ranks are {k // H} per host on all {H} emulated hosts"
+            for f in ("per_rank_batch", "factor_ms", "inversion_ms"):
+                src[f"{key}.{f}"] = (f"{base_ref} calibration.kfac.ranks_{k}.{f}: the executor's K-FAC with {k} "
+                                     f"ranks sharing this machine's CPU ({k // H} per host x {H} hosts)")
+            src[f"{key}.exchange_ms"] = (f"not copied ({base_ref} measured the factor exchange over shared memory "
+                                         f"among {k} ranks): the emulated exchange is priced from [network], unscaled")
     return "\n".join(lines + [""] + _sources(src)) + "\n"
 
 
