@@ -3,7 +3,8 @@ networks: hosts, link rates, per-link latencies, single switch and an oversubscr
 
     sudo .venv/bin/python benchmarks/bench_emulated.py [--hosts 2,4] [--rates 0.5,1,5] [--latencies 100,1000]
         [--two-level] [--algorithms ring,recursive_doubling,halving_doubling] [--sizes 1M,4M,16M]
-        [--iterations-model resnet20 --batches 32,128] [--repeats 3] [--base-system local] [--quick] [--json]
+        [--iterations-model resnet20 --batches 32,128 [--iterations-optimizers sgd,kfac] [--iterations 20]]
+        [--repeats 3] [--base-system local] [--quick] [--json]
         [--out FILE.json [--append]]
 
 For every network of the matrix: ``cluster up`` (with the link calibration of executor/cluster/measure.py),
@@ -78,6 +79,8 @@ def summarize(results: list[dict], wall_s: float) -> dict:
     return {"allreduce_1MiB_and_above": error_summary(all_rows, min_bytes=1 << 20),
             "allreduce_1MiB_and_above_measured_reduction": error_summary(alt_rows, min_bytes=1 << 20),
             "iterations": error_summary(all_its),
+            "iterations_by_optimizer": {o: error_summary([r for r in all_its if r.get("optimizer", "sgd") == o])
+                                        for o in sorted({r.get("optimizer", "sgd") for r in all_its})},
             "iterations_unscaled": error_summary([dict(r, error_pct=r["error_raw_pct"]) for r in all_its
                                                   if r.get("error_raw_pct") is not None]),
             "saturated_allreduce_1MiB_and_above": error_summary(
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-iterations", type=int, default=10, help="timed calls per size and repeat")
     ap.add_argument("--iterations-model", default=None, help="also compare training iterations of this model")
     ap.add_argument("--batches", type=_ints, default=[32, 128], help="global batches of the iteration runs")
+    ap.add_argument("--iterations-optimizers", default="sgd",
+                    help="optimizers of the iteration runs, comma-separated (sgd, lars, kfac; K-FAC refreshes every "
+                         "5 iterations)")
+    ap.add_argument("--iterations", type=int, default=20, help="measured iterations per iteration run")
     ap.add_argument("--base-system", default="local", help="system whose CPU the hosts share (default local: the "
                     "calibrated spec when perfmodel calibrate has run)")
     ap.add_argument("--quick", action="store_true", help="2 hosts, 1 Gbit/s, 100 us, one switch; 1M,4M")
@@ -107,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--append", action="store_true",
                     help="with --out: add these networks to the results already in that file (summary recomputed)")
     args = ap.parse_args(argv)
+    from perfmodel.optimizers import OPTIMIZERS
+
+    bad = [o for o in args.iterations_optimizers.split(",") if o and o not in OPTIMIZERS]
+    if bad:
+        ap.error(f"--iterations-optimizers: unknown optimizer {bad[0]!r} (known: {', '.join(sorted(OPTIMIZERS))})")
+    if args.iterations < 1:
+        ap.error(f"--iterations: {args.iterations} (must be at least 1)")
     if args.quick:
         args.hosts, args.rates, args.latencies, args.two_level = [2], [1.0], [100.0], False
         args.sizes = [1 << 20, 4 << 20]
@@ -144,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"   {r['algorithm']:<19} {r['bytes'] / 2**20:6.2f} MiB  measured {r['measured_s'] * 1e3:9.2f} ms"
                     f"  predicted {r['predicted_s'] * 1e3:9.2f} ms  error {r['error_pct']:+6.1f} %{alt}")
             if args.iterations_model:
-                its = iterations_vs_predict("emulated", cfg.hosts, args.iterations_model, args.batches)
+                its = [r for opt in args.iterations_optimizers.split(",") if opt
+                       for r in iterations_vs_predict("emulated", cfg.hosts, args.iterations_model, args.batches,
+                                                      optimizer=opt, iterations=args.iterations)]
                 entry["iterations"] = its
                 for r in its:
-                    say(f"   {r['model']} batch {r['batch']:<4} iteration measured {r['measured_s'] * 1e3:8.1f} ms  "
+                    say(f"   {r['model']} {r['optimizer']:<4} batch {r['batch']:<4} iteration measured "
+                        f"{r['measured_s'] * 1e3:8.1f} ms  "
                         f"predicted {r['predicted_s'] * 1e3:8.1f} ms  error {r['error_pct']:+6.1f} %")
         except Exception as exc:  # noqa: BLE001 - report the network's failure and go on with the next
             entry["error"] = f"{type(exc).__name__}: {exc}"
@@ -187,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                  summary["saturated_allreduce_1MiB_and_above"])
         line("iterations (CPU work scaled to the host's speed during the run)", i)
         line("iterations, unscaled", summary["iterations_unscaled"])
+        if len(summary["iterations_by_optimizer"]) > 1:
+            for opt, a in summary["iterations_by_optimizer"].items():
+                line(f"iterations, {opt}", a)
         print(f"{summary['networks']} networks ({summary['failed']} failed) in {summary['wall_s']:.0f} s")
     return 0 if summary["failed"] == 0 else 1
 

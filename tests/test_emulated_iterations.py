@@ -55,3 +55,28 @@ def test_only_cpu_work_is_scaled(recorded):
     assert cpu < pred.iteration_s     # the network's part is left as predicted
     assert row["measured_s"] == pytest.approx(0.25)
     assert row["error_pct"] == pytest.approx(100 * (row["predicted_s"] - 0.25) / 0.25)
+
+
+def test_kfac_is_measured_by_the_mean_over_whole_refresh_periods(monkeypatch):
+    """K-FAC's refresh iterations are part of what the model prices per iteration, so its measured time is the
+    mean of the slowest rank's iterations (SGD keeps the median); the options default to a refresh every 5
+    iterations, and each rank's typical probe is kept."""
+    times = [0.1, 0.1, 0.1, 0.1, 0.5] * 2
+    seen = []
+
+    def launch(cfg, ranks, **kw):
+        seen.append((cfg.optimizer, dict(cfg.optimizer_options or {}), kw["iterations"]))
+        recs = [[{"warmup": False, "iteration_s": t, "probe_s": 0.01 * (r + 1)} for t in times] for r in range(ranks)]
+        return {"records": recs, "iteration_s": 0.18, "speed_probe": {"median_s": 0.02, "typical_s": 0.02},
+                "breakdown": {"compute_s": 0.1, "comm_exposed_s": 0.02, "comm_total_s": 0.03, "optimizer_s": 0.05}}
+
+    monkeypatch.setattr(executor.launch, "launch", launch)
+    monkeypatch.setattr(validation.loop, "speed_factor", lambda *a, **k: None)
+    (kf,) = iterations_vs_predict("dgx1-v100", ranks=2, batches=(64,), optimizer="kfac", iterations=10)
+    (sgd,) = iterations_vs_predict("dgx1-v100", ranks=2, batches=(64,), optimizer="sgd", iterations=10)
+    assert seen[0] == ("kfac", {"refresh_interval": 5}, 10) and seen[1][1] == {}
+    assert kf["measured_s"] == pytest.approx(0.18) and kf["measured_median_s"] == pytest.approx(0.1)
+    assert sgd["measured_s"] == pytest.approx(0.1)
+    assert kf["optimizer"] == "kfac" and kf["measured_optimizer_s"] == pytest.approx(0.05)
+    assert kf["predicted_optimizer_s"] > sgd["predicted_optimizer_s"] > 0
+    assert kf["speed_probe_ranks_s"] == pytest.approx([0.01, 0.02])

@@ -7,7 +7,7 @@ Both sides describe the same run:
   in one MPI job; the typical time per algorithm and size = median of the fastest half of the repeats,
   robust against repetitions slowed by other work on this machine) or real training iterations
   (:func:`executor.launch.launch`; the typical iteration = median of the slowest rank's measured
-  iterations), with the ranks placed across the emulated hosts by
+  iterations, for K-FAC their mean over whole refresh periods), with the ranks placed across the emulated hosts by
   :func:`executor.cluster.hydra.placement` (one per host while there are enough);
 - predicted: :func:`perfmodel.network.collective_profile` on the ``emulated`` system spec for the same
   nodes and ranks per node (the topology graph of the spec, its link rate and latency, the reduction at the
@@ -178,19 +178,30 @@ def bench_vs_predict(system: str = "emulated", ranks: int = 2, algorithms: Seque
     return out
 
 
+#: K-FAC's options in the emulated iteration runs: the local validation matrix's refresh interval
+KFAC_OPTIONS: dict[str, Any] = {"refresh_interval": 5}
+
+
 def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str = "resnet20",
                           batches: Sequence[int] = (32, 128), *, algorithm: str = "ring", optimizer: str = "sgd",
-                          bucket_mb: float = 25.0, overlap: bool = True, iterations: int = 10,
+                          optimizer_options: Mapping[str, Any] | None = None,
+                          bucket_mb: float = 25.0, overlap: bool = True, iterations: int = 20,
                           warmup_iterations: int = 3, backend: str = "mpi", timeout_s: float = 900.0,
                           progress: Progress = None) -> list[dict[str, Any]]:
     """Measured and predicted training iteration on the emulated cluster, for each global batch.
 
+    ``optimizer_options`` default to :data:`KFAC_OPTIONS` for K-FAC; 20 measured iterations are four whole
+    refresh periods of 5.
+
     Returns
     -------
     list of dict
-        One row per batch: ``model``, ``batch``, ``ranks``, ``nodes``, ``algorithm``, ``measured_s`` (typical
-        iteration: median over measured iterations of the slowest rank), ``measured_mean_s``,
-        ``predicted_s``, ``error_pct``, and the measured and predicted ``compute_s`` and ``comm_exposed_s``.
+        One row per batch: ``model``, ``batch``, ``ranks``, ``nodes``, ``algorithm``, ``optimizer``,
+        ``measured_s`` (typical iteration: median over measured iterations of the slowest rank; for K-FAC
+        their mean, since its refresh iterations are part of what the model prices per iteration),
+        ``measured_median_s``, ``measured_mean_s``, ``predicted_s``, ``error_pct``, the measured and
+        predicted ``compute_s``, ``comm_exposed_s``, ``comm_total_s`` and ``optimizer_s``, and per rank the
+        typical probe (``speed_probe_ranks_s``, a diagnostic: the factor uses the slowest rank's).
         With a host speed probe reference in the spec (copied from the calibrated base system), the runs
         time the probe and ``predicted_s`` has its CPU work (compute, optimizer, overheads, straggler wait,
         not the network) scaled by the speed factor, as in :mod:`validation.loop`: the run's typical probe
@@ -202,13 +213,17 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
     from perfmodel.predict import predict
     from validation.loop import probe_statistic, speed_factor
 
+    from executor.bench_compute import typical as typical_of
+
     nodes, rpn = cluster_placement(system, ranks)
+    opts = dict(optimizer_options if optimizer_options is not None
+                else (KFAC_OPTIONS if optimizer == "kfac" else {}))
     rows = []
     for batch in batches:
         cfg = load_config(model=model, batch=int(batch), optimizer=optimizer, allreduce=algorithm,
                           bucket_bytes=bucket_mb * 1e6, overlap=overlap, system=system, nodes=nodes,
                           ranks_per_node=rpn, iterations=iterations, warmup_iterations=warmup_iterations,
-                          epochs=1.0)
+                          epochs=1.0, optimizer_options=opts or None)
         pred = predict(cfg)
         with tempfile.TemporaryDirectory(prefix="ttt-emulated-run-") as tmp:   # launch removes its run folder
             m = launch(cfg, ranks, iterations=iterations, warmup_iterations=warmup_iterations, backend=backend,
@@ -221,15 +236,19 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         recs = m["records"]
         n = min(len(r) for r in recs)
         slowest = [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
-        typical = statistics.median(slowest)
+        typical = statistics.fmean(slowest) if optimizer == "kfac" else statistics.median(slowest)
+        per_rank_probe = [typical_of(p) if p else None for p in
+                          ([x["probe_s"] for x in r if not x["warmup"] and "probe_s" in x] for r in recs)]
         if progress:
-            progress(f"{model} batch {batch} on {ranks} ranks: measured {typical * 1e3:.1f} ms, predicted "
-                     f"{predicted * 1e3:.1f} ms")
+            progress(f"{model} {optimizer} batch {batch} on {ranks} ranks: measured {typical * 1e3:.1f} ms, "
+                     f"predicted {predicted * 1e3:.1f} ms")
         rows.append({"model": model, "batch": int(batch), "ranks": ranks, "nodes": nodes, "ranks_per_node": rpn,
-                     "algorithm": algorithm, "backend": backend, "measured_s": typical,
+                     "algorithm": algorithm, "optimizer": optimizer, "optimizer_options": opts,
+                     "backend": backend, "measured_s": typical, "measured_median_s": statistics.median(slowest),
                      "measured_mean_s": float(m["iteration_s"]), "predicted_s": predicted,
                      "error_pct": _error_pct(predicted, typical), "speed_factor": factor,
                      "speed_probe_s": probe_s, "speed_probe_median_s": (m.get("speed_probe") or {}).get("median_s"),
+                     "speed_probe_ranks_s": per_rank_probe,
                      "predicted_raw_s": float(pred.iteration_s),
                      "error_raw_pct": _error_pct(float(pred.iteration_s), typical),
                      "measured_compute_s": float(m["breakdown"]["compute_s"]),
@@ -237,7 +256,9 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                      "measured_comm_exposed_s": float(m["breakdown"]["comm_exposed_s"]),
                      "predicted_comm_exposed_s": float(pred.breakdown["comm_exposed_s"]),
                      "measured_comm_total_s": float(m["breakdown"]["comm_total_s"]),
-                     "predicted_comm_total_s": float(pred.breakdown["comm_total_s"])})
+                     "predicted_comm_total_s": float(pred.breakdown["comm_total_s"]),
+                     "measured_optimizer_s": float(m["breakdown"].get("optimizer_s") or 0.0),
+                     "predicted_optimizer_s": float(pred.breakdown.get("optimizer_s") or 0.0)})
     return rows
 
 
