@@ -53,10 +53,12 @@ Assumptions (each an approximation, marked):
   breakdown, which is reported as 0 with this assumption.
 - Evaluation: a forward pass over the validation set, split over all ranks, every ``eval_every_epochs``.
 - Start-up: one broadcast of the parameters from rank 0.
-- K-FAC: the gradient exchange (reduce-scatter to layer owners + all-gather of preconditioned gradients)
-  moves the same bytes as an allreduce and is priced as the bucketed allreduce; the optimizer model adds
-  the factor communication, factor computation and inversion (``grad_allgather`` off to avoid counting
-  the all-gather twice).
+- K-FAC: the executor's default (``grad_allgather`` on) averages the gradients with the bucketed allreduce
+  and then all-gathers every owner's preconditioned gradients (all parameters, fp32) with a ring
+  (:mod:`executor.optim.mpi_buffers`), which the optimizer model prices with the ring's profile; with it
+  off, the reduce-scatter to layer owners + that all-gather move the same bytes as an allreduce and are
+  priced as the bucketed allreduce. The optimizer model adds the factor communication, factor computation
+  and inversion.
 """
 from __future__ import annotations
 
@@ -228,11 +230,11 @@ def kfac_scales(system: SystemSpec, ranks: int, precision: str = "fp32",
                 options: Mapping[str, Any] | None = None, nodes: int = 1) -> dict[str, float]:
     """EMPIRICAL multipliers of the K-FAC model's per-refresh terms on a system whose calibration measured the
     executor's K-FAC (``[calibration.kfac]``): measured over modelled on the calibration's reference
-    configuration (its model and per-rank batch, on one node, at the measured rank count closest to the
-    run's ranks per node, ``ranks / nodes``, from below, else the smallest), for the factor computation, the
-    factor exchange (only when the reference had several ranks on as many nodes as the run) and the
-    inversion. Empty when there is nothing to scale by. Cached per
-    (system, ranks per node, precision, the options that change the reference's cost)."""
+    configuration (its model and per-rank batch on its nodes, one unless the table says otherwise, at the
+    measured ranks per node closest to the run's, ``ranks / nodes``, from below, else the smallest), for
+    the factor computation, the factor exchange (only when the reference had several ranks on as many nodes
+    as the run) and the inversion. Empty when there is nothing to scale by. Cached per (system, ranks per
+    node, precision, the options that change the reference's cost)."""
     cal = system.calibration
     if cal is None or not cal.kfac:
         return {}
@@ -303,7 +305,8 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     def comm(kind: str, nbytes: float, p: int) -> float:
         if p <= 1:
             return 0.0
-        alg = algorithm if kind == "allreduce" else "auto"
+        # the executor's K-FAC all-gathers with its ring (executor.optim.mpi_buffers); MPI's reduce-scatter: auto
+        alg = algorithm if kind == "allreduce" else ("ring" if kind == "allgather" else "auto")
         return float(best_profiles(system, nodes, ranks_per_node, alg, [nbytes], op=kind)[0][0])
 
     # --- optimizer (depends on the per-device batch through K-FAC's factor computation) -------------------
@@ -311,7 +314,6 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     if overheads is not None and overheads.kernel_launch_s > 0:
         opts.setdefault("launch_overhead_s", overheads.kernel_launch_s)
     if optimizer == "kfac":
-        opts.setdefault("grad_allgather", False)
         for key, v in kfac_scales(system, ranks, precision, opts, nodes=nodes).items():
             opts.setdefault(key, v)
     opt_s, opt_mem, details = [], [], []

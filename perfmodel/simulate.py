@@ -133,8 +133,9 @@ def _optimizer_plan(cfg: RunConfig, system, nodes: int, rpn: int, total_s: float
         return count_refreshes(T, sched, i + 1) > count_refreshes(T, sched, i)
 
     return OptimizerPlan(step_compute_s=step_compute,
-                         allgather=_auto_collective(system, nodes, rpn, "allgather", ag_bytes,
-                                                    "all-gather preconditioned gradients"),
+                         allgather=(_collective(system, nodes, rpn, "ring", "allgather", ag_bytes,
+                                                "all-gather preconditioned gradients")   # the executor's ring
+                                    if nodes * rpn > 1 and ag_bytes > 0 else None),
                          refresh_compute_s=refresh_compute,
                          refresh_collective=_auto_collective(system, nodes, rpn, "reduce_scatter", rs_bytes,
                                                              "reduce-scatter K-FAC factors"),

@@ -252,6 +252,22 @@ def test_kfac_iteration_slower_than_sgd(system, nodes, rpn, batch):
     assert kfac.breakdown["compute_s"] == pytest.approx(sgd.breakdown["compute_s"], rel=1e-12)
 
 
+def test_kfac_prices_the_executors_ring_allgather_of_preconditioned_gradients():
+    """The executor's default K-FAC averages the gradients with the bucketed allreduce and then all-gathers
+    every parameter's preconditioned gradient (fp32) with its ring: the optimizer's per-step communication
+    is that ring's profile for the parameter bytes; with grad_allgather off it is the allreduce alone."""
+    c = cfg(system="dgx1-v100", nodes=4, batch=512, epochs=1.0, optimizer="kfac")
+    d = predict(c).to_dict()["details"]["optimizer"]
+    params = float(load_workload("resnet50").totals.param_bytes)
+    assert d["allgather_bytes"] == pytest.approx(params, rel=1e-9)
+    ring = best_profiles(load_system("dgx1-v100"), 4, 8, "ring", [params], op="allgather")[0][0]
+    auto = best_profiles(load_system("dgx1-v100"), 4, 8, "auto", [params], op="allgather")[0][0]
+    assert d["allgather_s"] == pytest.approx(ring, rel=1e-9) and ring >= auto
+    off = predict(cfg(system="dgx1-v100", nodes=4, batch=512, epochs=1.0, optimizer="kfac",
+                      optimizer_options={"grad_allgather": False})).to_dict()["details"]["optimizer"]
+    assert off["allgather_s"] == 0.0 and off["allgather_bytes"] == 0.0
+
+
 def test_epochs_from_convergence_model():
     d = predict_json(*GOYAL)
     ref = convergence.reference_top1("resnet50")

@@ -133,6 +133,27 @@ def check_half_reduce() -> None:
         raise AssertionError(f"bfloat16 reduce-scatter: got {got.tolist()}, want {want.tolist()}")
 
 
+def check_allgather() -> None:
+    """The ring all-gather with uneven counts (one rank sends nothing), in fp32 and bfloat16, bit-exact."""
+    from executor.optim.mpi_buffers import MPIBufferComm
+
+    comm = MPIBufferComm(COMM)
+    counts = [0 if r == SIZE - 1 else 2 * r + 3 for r in range(SIZE)]
+    for dtype in (torch.float32, torch.bfloat16):
+        parts = [(torch.arange(c, dtype=torch.float32) + 100 * r).to(dtype) for r, c in enumerate(counts)]
+        got = comm.allgather_v(parts[RANK], counts)
+        want = torch.cat(parts)
+        if got.dtype != dtype or not torch.equal(got, want):
+            raise AssertionError(f"{dtype} all-gather: got {got.tolist()}, want {want.tolist()}")
+    try:
+        comm.allgather_v(torch.zeros(counts[RANK] + 1), counts)
+    except ValueError as exc:
+        if "counts say" not in str(exc):
+            raise
+    else:
+        raise AssertionError("a send that disagrees with counts was not refused")
+
+
 def main() -> int:
     torch.set_num_threads(1)
     cases = [
@@ -146,6 +167,7 @@ def main() -> int:
         (dict(inverse="cholesky", grad_allgather=False), 0.0, True),
     ]
     check_half_reduce()
+    check_allgather()
     results = [run_case(o, tol, bn) for o, tol, bn in cases]
     if RANK == 0:
         print("KFAC_DIST_OK " + json.dumps({"world": SIZE, "cases": results}), flush=True)
