@@ -381,6 +381,20 @@ def test_emulated_section_and_figure(tmp_path):
     sec2 = Path(write_report(tmp_path / "b", results, dict(summary_of(results), emulated=emu))["markdown"]
                 ).read_text(encoding="utf-8").split("## 9. Emulated cluster")[1]
     assert "what the measurement at that step's size differs from the line" in sec2
+    assert "training iterations, sgd" not in sec2   # one optimizer: no per-optimizer rows
+    from validation.emulated import error_summary
+    kf = {"model": "resnet20", "batch": 32, "optimizer": "kfac", "measured_s": 0.5, "predicted_s": 0.45,
+          "error_pct": -10.0, "error_raw_pct": -2.0}
+    its = [dict(emu["results"][0]["iterations"][0], optimizer="sgd", error_raw_pct=3.0), kf]
+    emu["summary"].update(iterations=error_summary(its),
+                          iterations_unscaled=error_summary([dict(r, error_pct=r["error_raw_pct"]) for r in its]),
+                          iterations_by_optimizer={"kfac": error_summary([kf]), "sgd": error_summary(its[:1])})
+    sec3 = Path(write_report(tmp_path / "c", results, dict(summary_of(results), emulated=emu))["markdown"]
+                ).read_text(encoding="utf-8").split("## 9. Emulated cluster")[1]
+    assert "| training iterations | 2 | 7.0 | 7.0 | 10.0 | 2 of 2 |" in sec3
+    assert "| training iterations, without the speed factor | 2 | 2.5 | 2.5 | 3.0 | 2 of 2 |" in sec3
+    assert "| training iterations, kfac | 1 | 10.0 | 10.0 | 10.0 | 1 of 1 |" in sec3
+    assert "| training iterations, sgd | 1 | 4.0 | 4.0 | 4.0 | 1 of 1 |" in sec3
     png = (tmp_path / "plots" / "emulated.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and "](plots/emulated.png)" in md
     assert P.png_emulated({"results": [{"allreduce": [], "iterations": []}]}) is None

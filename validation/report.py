@@ -466,11 +466,14 @@ def _emulated_section(doc: Mapping[str, Any]) -> Section:
                        "the line: `perfmodel.network.exchange_residual_s`)."
                        if any((e.get("measured_link") or {}).get("sizes") for e in doc.get("results", [])) else "."))
     rows = []
-    for label, key in (("allreduce >= 1 MiB", "allreduce_1MiB_and_above"),
-                       ("allreduce >= 1 MiB, networks this machine cannot drive (excluded above)",
-                        "saturated_allreduce_1MiB_and_above"),
-                       ("training iterations", "iterations")):
-        a = summ.get(key) or {}
+    by_opt = summ.get("iterations_by_optimizer") or {}
+    for label, a in ([("allreduce >= 1 MiB", summ.get("allreduce_1MiB_and_above")),
+                      ("allreduce >= 1 MiB, networks this machine cannot drive (excluded above)",
+                       summ.get("saturated_allreduce_1MiB_and_above")),
+                      ("training iterations", summ.get("iterations")),
+                      ("training iterations, without the speed factor", summ.get("iterations_unscaled"))]
+                     + ([(f"training iterations, {o}", v) for o, v in by_opt.items()] if len(by_opt) > 1 else [])):
+        a = a or {}
         if a.get("count"):
             within = a.get("within_10pct")
             rows.append([label, str(a["count"]), _pct(a.get("mean_abs_pct")), _pct(a.get("median_abs_pct")),
