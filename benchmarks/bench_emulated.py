@@ -119,8 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     bad = [o for o in args.iterations_optimizers.split(",") if o and o not in OPTIMIZERS]
     if bad:
         ap.error(f"--iterations-optimizers: unknown optimizer {bad[0]!r} (known: {', '.join(sorted(OPTIMIZERS))})")
-    if args.iterations < 1:
-        ap.error(f"--iterations: {args.iterations} (must be at least 1)")
+    from validation.emulated import KFAC_OPTIONS
+
+    period = KFAC_OPTIONS["refresh_interval"]
+    if args.iterations < 1 or ("kfac" in args.iterations_optimizers.split(",") and args.iterations % period):
+        ap.error(f"--iterations: {args.iterations} (must be at least 1, and with kfac a multiple of its refresh "
+                 f"interval, {period})")
     if args.quick:
         args.hosts, args.rates, args.latencies, args.two_level = [2], [1.0], [100.0], False
         args.sizes = [1 << 20, 4 << 20]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import executor.launch
+from hardware.errors import ConfigError
 import validation.loop
 from validation.emulated import iterations_vs_predict
 
@@ -80,3 +81,6 @@ def test_kfac_is_measured_by_the_mean_over_whole_refresh_periods(monkeypatch):
     assert kf["optimizer"] == "kfac" and kf["measured_optimizer_s"] == pytest.approx(0.05)
     assert kf["predicted_optimizer_s"] > sgd["predicted_optimizer_s"] > 0
     assert kf["speed_probe_ranks_s"] == pytest.approx([0.01, 0.02])
+    with pytest.raises(ConfigError, match="multiple of 5"):   # not whole refresh periods: refused, nothing run
+        iterations_vs_predict("dgx1-v100", ranks=2, batches=(64,), optimizer="kfac", iterations=12)
+    assert len(seen) == 2

@@ -25,6 +25,8 @@ import statistics
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from hardware.errors import ConfigError
+
 __all__ = ["DEFAULT_ALGORITHMS", "DEFAULT_SIZES", "cluster_placement", "predict_allreduce", "measure_allreduce",
            "measured_reduction_cost",
            "bench_vs_predict", "iterations_vs_predict", "error_summary"]
@@ -190,8 +192,8 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                           progress: Progress = None) -> list[dict[str, Any]]:
     """Measured and predicted training iteration on the emulated cluster, for each global batch.
 
-    ``optimizer_options`` default to :data:`KFAC_OPTIONS` for K-FAC; 20 measured iterations are four whole
-    refresh periods of 5.
+    ``optimizer_options`` default to :data:`KFAC_OPTIONS` for K-FAC; its ``iterations`` must be whole refresh
+    periods (20: four of 5), else a ConfigError.
 
     Returns
     -------
@@ -208,16 +210,21 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         (``speed_probe_s``, the statistic of the calibration's reference; ``speed_probe_median_s`` beside it)
         over the reference; ``predicted_raw_s`` and ``error_raw_pct`` are without it.
     """
+    from executor.bench_compute import typical as typical_of
     from executor.launch import launch
     from perfmodel.config import load_config
+    from perfmodel.optimizers import OPTIMIZERS
     from perfmodel.predict import predict
     from validation.loop import probe_statistic, speed_factor
-
-    from executor.bench_compute import typical as typical_of
 
     nodes, rpn = cluster_placement(system, ranks)
     opts = dict(optimizer_options if optimizer_options is not None
                 else (KFAC_OPTIONS if optimizer == "kfac" else {}))
+    period = int(opts.get("refresh_interval", OPTIMIZERS["kfac"].DEFAULT_OPTIONS["refresh_interval"])) \
+        if optimizer == "kfac" else 1
+    if iterations % period:
+        raise ConfigError("iterations_vs_predict", "iterations", iterations,
+                          f"K-FAC is measured over whole refresh periods: a multiple of {period}")
     rows = []
     for batch in batches:
         cfg = load_config(model=model, batch=int(batch), optimizer=optimizer, allreduce=algorithm,
