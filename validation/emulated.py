@@ -243,7 +243,8 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         recs = m["records"]
         n = min(len(r) for r in recs)
         slowest = [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
-        typical = statistics.fmean(slowest) if optimizer == "kfac" else statistics.median(slowest)
+        median = statistics.median(slowest)
+        typical = statistics.fmean(slowest) if optimizer == "kfac" else median
         per_rank_probe = [typical_of(p) if p else None for p in
                           ([x["probe_s"] for x in r if not x["warmup"] and "probe_s" in x] for r in recs)]
         if progress:
@@ -251,7 +252,7 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                      f"predicted {predicted * 1e3:.1f} ms")
         rows.append({"model": model, "batch": int(batch), "ranks": ranks, "nodes": nodes, "ranks_per_node": rpn,
                      "algorithm": algorithm, "optimizer": optimizer, "optimizer_options": opts,
-                     "backend": backend, "measured_s": typical, "measured_median_s": statistics.median(slowest),
+                     "backend": backend, "measured_s": typical, "measured_median_s": median,
                      "measured_mean_s": float(m["iteration_s"]), "predicted_s": predicted,
                      "error_pct": _error_pct(predicted, typical), "speed_factor": factor,
                      "speed_probe_s": probe_s, "speed_probe_median_s": (m.get("speed_probe") or {}).get("median_s"),
