@@ -292,6 +292,7 @@ def models_times(plan: Mapping[str, Sequence[int]], repeats: int = 7, warmup: in
                 opt = opts[id(e[1])]
                 opt.step()
                 opt.zero_grad(set_to_none=False)
+                sync.barrier()   # every rank probes at once, as the executor does (executor.speed_probe)
                 cold, warm = probe.sample_pair()   # the warm sample is the statistic (executor.speed_probe)
                 prb[i].append(warm)
                 prb_cold[i].append(cold)

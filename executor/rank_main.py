@@ -185,6 +185,8 @@ def _train(spec: dict[str, Any], MPI) -> None:
         if check_params:
             rec["param_digest"] = _digest(model)
         if probe is not None:  # host speed now, outside the timed iteration (executor.speed_probe)
+            if world > 1:
+                comm.Barrier()   # every rank probes at once, as in the calibration (executor.speed_probe)
             rec["probe_cold_s"], rec["probe_s"] = probe.sample_pair()   # the warm sample is the statistic
         records.append(rec)
         train_wall += t5 - t0

@@ -26,6 +26,13 @@ four full validation runs (speed factors 0.72-0.85), which made those prediction
 calibration-like measurement the cold probe ranged 8.4-12.3 ms over nine (model, batch) rows, the warm one
 8.0-10.1 ms.
 
+All ranks at once: with several ranks the probe pair follows a barrier, in the calibration's compute
+benchmark and in the executor's loop alike, so every rank's probe shares the CPU with the other ranks'
+probes and nothing else. Without it the ranks of a run over a slow network left the allreduce at different
+times and each iteration a different rank's probe overlapped the others' compute or polling: at 4 emulated
+hosts (5 ms, four ranks on 2 cores) the ranks' own typical probes were 9.8-19.8 ms, the typical of the
+per-iteration maximum 27.0 ms, against a calibration reference of 17.5 ms taken with the ranks in step.
+
 Assumption: the host's slowdown affects the probe and the workload by the same factor. Measured over 60 s
 windows of 40 iterations, the ResNet-20 step over the probe varies with a standard deviation of about 5%
 where the step alone varies by about 8-12%: the probe removes most, not all, of the drift. When the host
