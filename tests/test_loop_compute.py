@@ -233,3 +233,109 @@ def test_the_emulated_cluster_spec_carries_the_loop_factors_at_ranks_times_hosts
     assert d["inversion_s_per_refresh"] == pytest.approx(0.015)
     assert local["exchange_s_per_refresh"] == pytest.approx(0.03)   # the base's own reference, scaled
     assert d["exchange_scale"] == 1.0 and local["exchange_scale"] != 1.0   # emulated: the network model's own
+
+
+# ---- the large loop reference and the factor by step (loop_compute_curve) -----------------------------------
+def _big_doc(step_s: float, probe_s: float) -> dict:
+    """A ``bench compute`` document with ResNet-20 at 8 (0.05 s) and ResNet-18 at 2 per rank (``step_s``)."""
+    doc = _doc(0.05, probe_s)
+    doc["models"].append({"model": "resnet18", "batch": 2, "forward_s": step_s / 3, "backward_s": 2 * step_s / 3,
+                          "step_s": step_s, "probe_s": probe_s})
+    return doc
+
+
+def _big_run(ranks: int, compute_s: float, probe_s: float | None) -> dict:
+    return {"model": "resnet18", "batch": 2, "ranks": ranks, "iterations": 10, "compute_s": compute_s,
+            "iteration_s": compute_s * 1.1, "speed_probe_s": probe_s}
+
+
+def test_two_references_give_the_factor_by_benchmarked_step():
+    """Per rank count with both references: the small one's factor is ``scale`` as before, and ``curve`` has
+    both (median benchmarked step, factor) points by increasing step; a rank count with only the small one
+    has no curve."""
+    hooks4 = cal.loop_hook_overhead_s(BFIT, "resnet20", 4, MEM_BW)
+    sessions = [{"plan": "full", "allreduce": {},
+                 "compute": {1: [_big_doc(step, 5e-3)], 4: [_doc(0.05, 5e-3)]},
+                 "loop": {1: _run(1, 0.05 * 1.10, 5e-3), 4: _run(4, 0.05 * 1.2 + hooks4, 5e-3)},
+                 "loop_large": {1: _big_run(1, step * big, 5e-3)}}
+                for step, big in ((0.40, 1.01), (0.44, 0.99), (0.42, 1.00))]
+    fit = cal.fit_loop_compute(sessions, BFIT, MEM_BW)
+    assert fit["scale"] == pytest.approx({1: 1.10, 4: 1.2})
+    assert set(fit["curve"]) == {1}
+    (s_small, f_small), (s_big, f_big) = fit["curve"][1]
+    assert (s_small, f_small) == pytest.approx((0.05, 1.10))
+    assert (s_big, f_big) == pytest.approx((0.42, 1.00))   # median step, median factor
+    assert {r["reference"] for r in fit["rows"]} == {"small", "large"}
+    # JSON round trip of a raw session keeps the large reference with integer rank keys
+    raw = json.loads(json.dumps({**sessions[0], "compute": {"1": [{}]}}))
+    assert set(cal.normalise_raw(raw)["loop_large"]) == {1}
+
+
+def _curve_spec(tmp_path, name: str, scale: dict, curve: dict):
+    from test_bench_calibrate import fake_report
+
+    rep = fake_report()
+    rep["loop_compute"] = {"scale": scale, "rows": [], "curve": curve}
+    return cal.write_spec(rep, tmp_path / name / "local.toml")[0]
+
+
+def test_the_factor_is_interpolated_in_one_over_step_and_held_outside(tmp_path):
+    path = _curve_spec(tmp_path, "curve", {1: 1.1, 2: 1.2}, {1: [(0.05, 1.1), (0.4, 1.0)]})
+    c = load_system(path).calibration
+    assert [x for p in c.loop_compute_curve[1] for x in p] == pytest.approx([0.05, 1.1, 0.4, 1.0])
+    assert c.loop_compute_for(1) == pytest.approx(1.1)   # no step: the small reference's, as before
+    assert c.loop_compute_for(1, 0.05) == pytest.approx(1.1) and c.loop_compute_for(1, 0.4) == pytest.approx(1.0)
+    # m + a / step through both points: a = 0.1 / (20 - 2.5) s, m = 1.0 - a / 0.4
+    a = 0.1 / (1 / 0.05 - 1 / 0.4)
+    assert c.loop_compute_for(1, 0.1) == pytest.approx(1.0 - a / 0.4 + a / 0.1)
+    assert c.loop_compute_for(1, [0.01, 2.0]) == pytest.approx([1.1, 1.0])   # held outside the references
+    assert c.loop_compute_for(2, [0.01, 2.0]) == pytest.approx([1.2, 1.2])   # no curve at 2: the scale
+
+    def compute(p, model, batch):
+        return predict(load_config(model=model, batch=batch, optimizer="sgd", epochs=1, system=str(p), nodes=1,
+                                   ranks_per_node=1)).to_dict()["breakdown"]["compute_s"]
+
+    flat = _spec(tmp_path, "flat", {1: 1.1, 2: 1.2})
+    # ResNet-50 at batch 2 is far slower than the large reference's step: factor 1.0 instead of 1.1
+    assert compute(path, "resnet50", 2) == pytest.approx(compute(flat, "resnet50", 2) / 1.1, rel=1e-9)
+
+
+def test_a_curve_with_unequal_arrays_or_unsorted_steps_is_one_line_spec_error(tmp_path):
+    path = _curve_spec(tmp_path, "bad", {1: 1.1}, {1: [(0.05, 1.1), (0.4, 1.0)]})
+    good = path.read_text()
+    table = "step_ms = [50.0, 400.0]\nfactor = [1.1, 1.0]"
+    assert table in good
+    for bad, field, reason in (("step_ms = [50.0, 400.0]\nfactor = [1.1]", "factor", "one factor per step time"),
+                               ("step_ms = [400.0, 50.0]\nfactor = [1.1, 1.0]", "step_ms", "strictly increasing")):
+        path.write_text(good.replace(table, bad, 1))
+        with pytest.raises(SpecError, match=rf"field 'calibration.loop_compute_curve.ranks_1.{field}' .*{reason}"):
+            load_system(path)
+
+
+def test_the_spec_writer_and_the_emulated_spec_carry_the_curve(tmp_path, monkeypatch):
+    from executor.cluster.plan import ClusterConfig
+    from executor.cluster.spec import write_spec
+    from test_bench_calibrate import fake_report
+
+    rep = fake_report()
+    rep["loop_compute"] = {"scale": {1: 1.1, 2: 1.2}, "rows": [],
+                           "curve": {"2": [[0.05, 1.2], [0.5, 1.02]], "1": [[0.04, 1.1], [0.3, 1.0]]}}
+    base, _ = cal.write_spec(rep, tmp_path / "base" / "local.toml")
+    b = load_system(base).calibration
+    assert [x for p in b.loop_compute_curve[2] for x in p] == pytest.approx([0.05, 1.2, 0.5, 1.02])
+    monkeypatch.setenv("TTT_SYSTEMS_DIR", str(tmp_path / "systems"))
+    monkeypatch.setenv("TTT_LOCAL_SPEC", str(base))
+    write_spec(tmp_path / "systems", ClusterConfig(hosts=2, link_gbps=1, latency_us=100), "local",
+               measured={"rate_Bps": 0.9e9 / 8, "latency_s": 300e-6, "hosts": [0, 1], "pings": 10})
+    e = load_system("emulated").calibration
+    assert set(e.loop_compute_curve) == {1}   # the base's 2 ranks are 1 per host; its 1 rank has no equivalent
+    assert [x for p in e.loop_compute_curve[1] for x in p] == pytest.approx([0.05, 1.2, 0.5, 1.02])
+
+
+def test_the_full_plans_large_reference_is_benchmarked_and_not_a_matrix_model():
+    from validation.matrix import full_matrix
+
+    model, per_rank = cal.FULL.loop_reference_large
+    assert per_rank in cal.FULL.model_batches[model]
+    assert model not in {p.model for p in full_matrix()}
+    assert cal.QUICK.loop_reference_large is None   # the quick plan benchmarks no ImageNet-sized model
