@@ -49,10 +49,7 @@ What is measured and fitted
    forward + backward (less the bucketer's hooks, priced apart) to the benchmark's step of the same model and
    batch, speed-probe normalised, median over the sessions (:func:`fit_loop_compute`). The same layers
    run a few percent slower in the training loop than in the benchmark, by an amount that depends on the rank
-   count; the predictor multiplies every compute time at that sharing by this factor. The full plan also runs
-   a large reference (ResNet-18 at 2 images per rank, 10 iterations) at 1 and 2 ranks; where both were
-   measured, ``[calibration.loop_compute_curve]`` holds both factors by their benchmarked step, and a
-   workload's factor is interpolated by its own step (ResNet-50 and AlexNet take the large one's).
+   count; the predictor multiplies every compute time at that sharing by this factor.
 
 5. The step tail (EMPIRICAL, ``[calibration.step_tail]``): every time above is a *typical* one (median of the
    fastest half of the repetitions), a run's iteration time a mean; per rank count the median over the
@@ -586,21 +583,10 @@ def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mappin
     reference run is a few seconds of a shared host, and one slow stretch that the probe does not see made a
     session's ratio 1.60 where the other two gave 1.07 and 1.03 (full run 14, 2 ranks). Returns
     ``{"scale": {k: factor}, "rows": [per session and k: the inputs and the ratio]}``; sessions without a loop
-    reference contribute nothing (no factor: the predictor uses 1).
-
-    A session may also hold a *large* loop reference (``loop_large``: an ImageNet-sized model whose step is
-    5-10 times the small reference's, at the rank counts where it is benchmarked): its ratios are fitted the
-    same way, and at every rank count with both the result has ``curve[k]``, the two references'
-    ``(benchmarked step s, factor)`` points (the step the median over the sessions) by increasing step, from
-    which the predictor interpolates a model's factor by its own step
-    (:meth:`hardware.specs.Calibration.loop_compute_for`). Why: one factor measured on ResNet-20 put the
-    ImageNet-sized points of the matrix 8-19 % too slow in full runs 17 and 19 (1-rank factors 1.06 and 1.08,
-    2-rank 1.13 in run 19, where those points were within 5 % without it)."""
+    reference contribute nothing (no factor: the predictor uses 1)."""
     rows: list[dict[str, Any]] = []
     for i, s in enumerate(sessions):
-        runs = [("small", k, r) for k, r in (s.get("loop") or {}).items()]
-        runs += [("large", k, r) for k, r in (s.get("loop_large") or {}).items()]
-        for which, k, run in sorted(runs, key=lambda x: (x[0] != "small", int(x[1]))):
+        for k, run in sorted((s.get("loop") or {}).items()):
             k = int(k)
             if k not in s["compute"]:
                 continue
@@ -616,30 +602,16 @@ def fit_loop_compute(sessions: Sequence[Mapping[str, Any]], bucketer_fit: Mappin
             hooks = loop_hook_overhead_s(bucketer_fit, run["model"], k, mem_bw_Bps)
             tail = float((step_tail or {}).get(k, 1.0))
             ratio = (float(run["compute_s"]) - hooks) / (float(bench["step_s"]) * tail) / speed
-            rows.append({"session": i + 1, "reference": which, "ranks": k, "model": run["model"],
-                         "batch": int(run["batch"]), "run_compute_s": float(run["compute_s"]), "hooks_s": hooks,
+            rows.append({"session": i + 1, "ranks": k, "model": run["model"], "batch": int(run["batch"]),
+                         "run_compute_s": float(run["compute_s"]), "hooks_s": hooks,
                          "bench_step_s": float(bench["step_s"]), "step_tail": tail, "speed_factor": speed,
                          "ratio": ratio})
-
-    def median_ratio(which: str, k: int) -> float | None:
-        vals = [r["ratio"] for r in rows if r["reference"] == which and r["ranks"] == k and r["ratio"] > 0]
-        return float(np.exp(np.median(np.log(vals)))) if vals else None
-
-    scale, curve = {}, {}
+    scale = {}
     for k in sorted({r["ranks"] for r in rows}):
-        small, large = median_ratio("small", k), median_ratio("large", k)
-        if small is not None:
-            scale[k] = small
-        if small is not None and large is not None:
-            pts = sorted((float(np.median([r["bench_step_s"] for r in rows
-                                           if r["reference"] == which and r["ranks"] == k])), f)
-                         for which, f in (("small", small), ("large", large)))
-            if pts[1][0] > pts[0][0]:
-                curve[k] = pts
-    out: dict[str, Any] = {"scale": scale, "rows": rows}
-    if curve:
-        out["curve"] = curve
-    return out
+        vals = [r["ratio"] for r in rows if r["ranks"] == k and r["ratio"] > 0]
+        if vals:
+            scale[k] = float(np.exp(np.median(np.log(vals))))
+    return {"scale": scale, "rows": rows}
 
 
 # ==========================================================================================================
@@ -680,14 +652,6 @@ class CalibrationPlan:
     loop_reference: tuple[str, int] | None = ("resnet20", 32)
     #: measured iterations of each loop-reference run (after 2 warm-up iterations)
     loop_iterations: int = 40
-    #: (model, per-rank batch) of the large executor-loop reference (None: none), run like the small one at
-    #: every compute rank count where the model is benchmarked (``heavy_max_ranks``), with
-    #: ``loop_large_iterations`` measured iterations: an ImageNet-sized model that is not a matrix model
-    #: (ResNet-18 at 2 images per rank, a step 5-10 times the small reference's), so that the in-loop factor
-    #: of the matrix's ResNet-50 and AlexNet points is measured on a workload like them
-    #: (:func:`fit_loop_compute`)
-    loop_reference_large: tuple[str, int] | None = None
-    loop_large_iterations: int = 10
 
 
 #: models of the bucketer-overhead fit (small: the per-layer hook cost, not the bucket copies, dominates)
@@ -701,8 +665,7 @@ FULL = CalibrationPlan(
     model_batches={"resnet20": (4, 8, 16, 32, 64), "resnet32": (8, 16, 32), "tiny": (2, 4, 8, 16),
                    "digits_cnn": (8, 32, 64, 128, 256, 512), "resnet18": (2, 4), "resnet50": (1, 2),
                    "alexnet": (4, 8)},
-    allreduce_ranks=(2, 3, 4), heavy_max_ranks={"resnet18": 2, "resnet50": 2, "alexnet": 2},
-    loop_reference_large=("resnet18", 2))
+    allreduce_ranks=(2, 3, 4), heavy_max_ranks={"resnet18": 2, "resnet50": 2, "alexnet": 2})
 
 QUICK = CalibrationPlan(
     name="quick", compute_ranks=(1, 2, 4),
@@ -843,7 +806,6 @@ def normalise_raw(raw: Mapping[str, Any]) -> dict[str, Any]:
         compute = {int(k): list(v) for k, v in raw["compute"].items()}
         allreduce = {int(k): dict(v) for k, v in raw["allreduce"].items()}
         loop = {int(k): dict(v) for k, v in (raw.get("loop") or {}).items()}
-        loop_large = {int(k): dict(v) for k, v in (raw.get("loop_large") or {}).items()}
         if not all(isinstance(d, Mapping) for docs in compute.values() for d in docs):
             raise TypeError("compute documents must be objects")
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -853,8 +815,6 @@ def normalise_raw(raw: Mapping[str, Any]) -> dict[str, Any]:
     out = {**raw, "compute": compute, "allreduce": allreduce}
     if loop:
         out["loop"] = loop
-    if loop_large:
-        out["loop_large"] = loop_large
     return out
 
 
@@ -944,17 +904,6 @@ def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str
                 "iterations")
             raw["loop"][k] = measure_loop_reference(model, int(per_rank), k, plan.loop_iterations,
                                                     timeout_s=timeout_s)
-    if plan.loop_reference_large is not None:
-        model, per_rank = plan.loop_reference_large
-        if int(per_rank) not in plan.model_batches.get(model, ()):
-            raise ConfigError(SOURCE, "loop_reference_large", f"{model}:{per_rank}",
-                              "must be one of the plan's benchmarked (model, per-rank batch) pairs")
-        raw["loop_large"] = {}
-        for k in [k for k in plan.compute_ranks if k <= plan.heavy_max_ranks.get(model, k)]:
-            say(f"executor loop reference (large): {model} at {per_rank} per rank, {k} rank(s), "
-                f"{plan.loop_large_iterations} iterations")
-            raw["loop_large"][k] = measure_loop_reference(model, int(per_rank), k, plan.loop_large_iterations,
-                                                          timeout_s=timeout_s)
     # ---- allreduce ---------------------------------------------------------------------------------------
     for p in plan.allreduce_ranks:
         say(f"bench allreduce: {p} ranks, {', '.join(plan.algorithms)}")
@@ -1286,13 +1235,6 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
               lambda k: f"{when}: EMPIRICAL, compute inside the executor's loop over bench compute with {k} rank(s): "
                         "a real run of the loop reference (its bucketer hooks removed) over the same model and "
                         "batch benchmarked, speed-probe normalised, median over the sessions")
-    for k, pts in ((report.get("loop_compute") or {}).get("curve") or {}).items():
-        key = f"calibration.loop_compute_curve.ranks_{int(k)}"
-        lines += ["", f"[{key}]", f"step_ms = [{', '.join(_f(p[0] * 1e3) for p in pts)}]",
-                  f"factor = [{', '.join(_f(p[1]) for p in pts)}]"]
-        how = (f"{when}: EMPIRICAL, the in-loop compute factor of the small and the large loop reference with "
-               f"{int(k)} rank(s) by their benchmarked step (median over the sessions), interpolated in 1 / step")
-        src[f"{key}.step_ms"] = src[f"{key}.factor"] = how
     for k, r in (report.get("kfac") or {}).items():
         key = f"calibration.kfac.ranks_{int(k)}"
         lines += ["", f"[{key}]", f"model = {_s(r['model'])}", f"per_rank_batch = {int(r['batch'])}",

@@ -213,11 +213,6 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                                     key_choices=CALIBRATED_ALGORITHMS, required=False),
         "jitter": MapOf(Leaf("float", ge=0, le=1), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "loop_compute": MapOf(Leaf("float", gt=0, le=10), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
-        # EMPIRICAL, optional: the in-loop factor per loop reference workload, by its benchmarked step time
-        # (hardware.specs.Calibration.loop_compute_curve)
-        "loop_compute_curve": MapOf(Table({"step_ms": Leaf("float_list", gt=0, le=1e7),
-                                           "factor": Leaf("float_list", gt=0, le=10)}),
-                                    key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "step_tail": MapOf(Leaf("float", ge=1, le=10), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "kfac": MapOf(Table({"model": Leaf("str"), "per_rank_batch": Leaf("int", ge=1),
                              "factor_ms": Leaf("float", ge=0, le=1e7), "exchange_ms": Leaf("float", ge=0, le=1e7),
@@ -628,21 +623,6 @@ def _exchange_profile(table: dict | None, src: str) -> tuple[tuple[float, float]
     return tuple((float(n), float(t)) for n, t in zip(sizes, times))
 
 
-def _loop_compute_curve(tables: dict, src: str) -> dict[int, tuple[tuple[float, float], ...]]:
-    """``[calibration.loop_compute_curve.ranks_<k>]`` as ``{k: ((step_s, factor), ...)}``: two arrays of one
-    length, step times strictly increasing."""
-    out = {}
-    for key, t in tables.items():
-        path = f"calibration.loop_compute_curve.{key}"
-        steps, factors = t["step_ms"], t["factor"]
-        if len(steps) != len(factors):
-            raise SpecError(src, f"{path}.factor", list(factors), f"needs one factor per step time ({len(steps)})")
-        if any(b <= a for a, b in zip(steps, steps[1:])):
-            raise SpecError(src, f"{path}.step_ms", list(steps), "step times must be strictly increasing")
-        out[int(key.split("_")[1])] = tuple((to_si("step_ms", a), float(f)) for a, f in zip(steps, factors))
-    return dict(sorted(out.items()))
-
-
 def _topology_params(topo: dict, nics_per_node: int, src: str) -> dict[str, Any]:
     params = {k: v for k, v in topo.items() if k != "kind"}
     if topo["kind"] == "fat-tree":
@@ -710,7 +690,6 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
     return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
                        jitter_cv=FrozenMap(dict(sorted(jitter.items()))),
                        loop_compute_scale=FrozenMap(dict(sorted(loop.items()))),
-                       loop_compute_curve=FrozenMap(_loop_compute_curve(cal.get("loop_compute_curve", {}), src)),
                        step_tail=FrozenMap(dict(sorted(tail.items()))),
                        speed_probe_s=FrozenMap(dict(sorted(probe.items()))),
                        speed_probe_model_s=FrozenMap(dict(sorted(probe_model.items()))),

@@ -514,11 +514,6 @@ class Calibration:
         training loop (dimensionless; measured / benchmarked forward + backward of a real run of a reference
         workload, :func:`executor.calibrate.fit_loop_compute`). The predictor multiplies every compute time
         at that sharing by it (:meth:`loop_compute_for`).
-    loop_compute_curve : Mapping[int, tuple[tuple[float, float], ...]]
-        Ranks sharing the device -> EMPIRICAL in-loop compute factor as a function of the benchmarked step
-        time: ``(step_s, factor)`` points, one per loop reference workload measured at that sharing (a small
-        and a large model), ascending in ``step_s``. Where it has two points or more it replaces
-        ``loop_compute_scale`` at that sharing (:meth:`loop_compute_for`).
     step_tail : Mapping[int, float]
         Ranks sharing the device -> EMPIRICAL ratio (>= 1) of a step's mean time to its typical time (the
         median of the fastest half of repetitions, what every calibrated time is). A run's iteration time is
@@ -542,7 +537,6 @@ class Calibration:
     overheads: ExecutorOverheads | None = None
     jitter_cv: Mapping[int, float] = FrozenMap()
     loop_compute_scale: Mapping[int, float] = FrozenMap()
-    loop_compute_curve: Mapping[int, tuple[tuple[float, float], ...]] = FrozenMap()
     step_tail: Mapping[int, float] = FrozenMap()
     speed_probe_s: Mapping[int, float] = FrozenMap()
     speed_probe_model_s: Mapping[int, Mapping[str, float]] = FrozenMap()
@@ -564,21 +558,11 @@ class Calibration:
         keys = sorted(k for k in self.jitter_cv if k <= ranks_sharing)
         return float(self.jitter_cv[keys[-1]]) if keys else 0.0
 
-    def loop_compute_for(self, ranks_sharing: float, step_s: Any = None) -> Any:
+    def loop_compute_for(self, ranks_sharing: float) -> float:
         """Calibrated in-loop compute factor with ``ranks_sharing`` ranks per device: the measured value at
         exactly that sharing (1 where none was measured: the factor is a measured correction, not a curve
-        to extrapolate). With ``step_s`` (seconds of the benchmarked forward + backward per rank, a float or
-        an array) and a curve of two or more points at that sharing, the factor is interpolated linearly in
-        ``1 / step_s`` between the measured references (a per-iteration cost ``a`` plus a proportional
-        factor ``m``: ``m + a / step``) and held at the nearest reference's value outside them (a measured
-        correction, not a line to extrapolate); same shape as ``step_s``."""
-        curve = self.loop_compute_curve.get(int(ranks_sharing)) if float(ranks_sharing).is_integer() else None
-        if step_s is None or not curve or len(curve) < 2:
-            scalar = _exact(self.loop_compute_scale, ranks_sharing)
-            return scalar if step_s is None else np.full_like(np.asarray(step_s, dtype=float), scalar)
-        inv = np.array([1.0 / s for s, _ in curve[::-1]])   # ascending in 1 / step
-        fac = np.array([f for _, f in curve[::-1]])
-        return np.interp(1.0 / np.asarray(step_s, dtype=float), inv, fac)
+        to extrapolate)."""
+        return _exact(self.loop_compute_scale, ranks_sharing)
 
     def step_tail_for(self, ranks_sharing: float) -> float:
         """Calibrated mean over typical step time with ``ranks_sharing`` ranks per device: the measured value at

@@ -34,8 +34,7 @@ Assumptions (each an approximation, marked):
   (:meth:`hardware.specs.DeviceSpec.workload_factor`; 1 for every other workload and every catalog device).
 - A calibrated system may carry an EMPIRICAL factor per number of ranks sharing the device on every compute
   time: forward + backward inside the executor's training loop over the benchmark's, measured on a real run
-  of a reference workload (:meth:`hardware.specs.Calibration.loop_compute_for`; 1 where not measured);
-  where a small and a large reference were measured, interpolated by the workload's benchmarked step.
+  of a reference workload (:meth:`hardware.specs.Calibration.loop_compute_for`; 1 where not measured).
 - Every calibrated time is a benchmark's *typical* one (median of the fastest half of its repetitions); a
   calibrated system's step tail (EMPIRICAL, :meth:`hardware.specs.Calibration.step_tail_for`, mean over
   typical of the benchmark's repeated steps) turns the compute and optimizer times into the mean a run
@@ -340,12 +339,10 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     # a calibrated CPU device's per-layer framework overhead is serial work of each rank (see compute)
     lt = layer_times(table, dev, micro, precision, efficiency=curve,
                      overhead_s=shared_layer_overhead_s(dev, share))
-    scale = np.full((len(b), 1), share * dev.workload_factor(table.model, share))   # 1 unless calibrated
+    scale = share * dev.workload_factor(table.model, share)   # the factor is 1 unless calibrated
     if system.calibration is not None:   # EMPIRICAL, 1 where not measured (see the module docstring)
         tail = system.calibration.step_tail_for(share)   # a mean step over the typical one the benchmarks keep
-        bench_step = (lt.fwd_s.sum(axis=1) + lt.bwd_s.sum(axis=1)) * scale[:, 0]   # the benchmark's step
-        # and the executor loop's compute speed, by the benchmarked step where two references were measured
-        scale = scale * system.calibration.loop_compute_for(share, bench_step)[:, None] * tail
+        scale *= system.calibration.loop_compute_for(share) * tail   # and the executor loop's compute speed
         opt_s = opt_s * tail
     fwd_layers, bwd_layers = lt.fwd_s * scale, lt.bwd_s * scale
     forward = fwd_layers.sum(axis=1) * steps

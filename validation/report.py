@@ -224,15 +224,6 @@ def _headline(results, summary) -> Section:
                          f"by that EMPIRICAL factor (here {per_rank(loop)}): the same layers run at a slightly "
                          "different speed in the training loop than in the benchmark, by an amount that depends "
                          "on how many ranks share the host; its cause is not known."))
-    large, ref_large = sessions.get("loop_compute_large") or {}, sessions.get("loop_reference_large") or {}
-    if loop and large:
-        s.blocks.append(("note",
-                         f"**A large loop reference:** the sessions also ran {ref_large.get('model', '?')} at "
-                         f"{ref_large.get('per_rank_batch', '?')} images per rank the same way (factor "
-                         f"{per_rank(large)}). Where both were measured, a workload's factor is interpolated "
-                         "between the two by its benchmarked step, linearly in 1 / step, and held at the "
-                         "nearer reference's beyond them: the ImageNet-sized ResNet-50 and AlexNet points take "
-                         "the large reference's (`hardware.specs.Calibration.loop_compute_for`)."))
     if tail:
         s.blocks.append(("note",
                          "**Typical and mean times:** every calibrated time is a benchmark's typical one (the "

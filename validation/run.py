@@ -130,8 +130,7 @@ class SessionCalibration:
     def factors(self) -> dict[str, Any]:
         """The fitted per-rank-count EMPIRICAL factors: ``loop_compute`` (the executor-loop compute factor)
         and ``step_tail`` (mean over typical step), each ``{"2": 1.1, ...}``; empty when not measured or
-        nothing is fitted yet; with a loop factor also ``loop_reference`` (``model``, ``per_rank_batch``), and
-        with a large loop reference ``loop_compute_large`` and ``loop_reference_large`` the same way."""
+        nothing is fitted yet; with a loop factor also ``loop_reference`` (``model``, ``per_rank_batch``)."""
         try:
             rep = json.loads((self.folder / "report.json").read_text())
             found = {"loop_compute": rep.get("loop_compute", {}).get("scale", {}),
@@ -143,11 +142,6 @@ class SessionCalibration:
                                for k, d in found.items()}
         if rows and isinstance(rows[0], dict) and "model" in rows[0]:
             out["loop_reference"] = {"model": str(rows[0]["model"]), "per_rank_batch": int(rows[0]["batch"])}
-        large = [r for r in rows if isinstance(r, dict) and r.get("reference") == "large"]
-        curve = rep.get("loop_compute", {}).get("curve") or {}
-        if large and curve:   # the large reference's factor: the curve's point of the longer step
-            out["loop_compute_large"] = {str(k): float(max(pts)[1]) for k, pts in curve.items()}
-            out["loop_reference_large"] = {"model": str(large[0]["model"]), "per_rank_batch": int(large[0]["batch"])}
         return out
 
     def measured_before(self) -> list[int | None]:

@@ -28,8 +28,7 @@ What the spec says
 - ``[calibration.overheads]``: the base system's executor overheads, when it has them (CPU costs of the
   training loop, not of the network); ``[calibration.speed_probe_ms]``: the base system's host speed probe
   at ``k * H`` ranks as the reference of ``k`` ranks per host (:mod:`executor.speed_probe`);
-  ``[calibration.loop_compute]`` (and ``[calibration.loop_compute_curve]``), ``[calibration.step_tail]`` and
-  ``[calibration.jitter]``: the base's
+  ``[calibration.loop_compute]``, ``[calibration.step_tail]`` and ``[calibration.jitter]``: the base's
   in-loop compute factor, step tail and compute jitter at ``k * H`` ranks as those of ``k`` ranks per host
   (the same training loop on the same shared CPU; before they were copied, the emulated iterations'
   compute was predicted 8 % (2 hosts) and 17 % (4 hosts) below what the same loop is predicted locally);
@@ -82,8 +81,6 @@ def _lines(pairs: list[tuple[str, Any]]) -> list[str]:
             out.append(f"{k} = {v}")
         elif isinstance(v, float):
             out.append(f"{k} = {_num(v)}")
-        elif isinstance(v, list):
-            out.append(f"{k} = [{', '.join(_num(float(x)) for x in v)}]")
         else:
             out.append(f"{k} = {_str(str(v))}")
     return out
@@ -276,13 +273,6 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
                 src[f"calibration.{table}.ranks_{k}"] = (
                     f"{base_ref} calibration.{table}.ranks_{k * H}: the {what} of {k * H} ranks sharing this "
                     f"machine's CPU ({k} ranks per host x {H} hosts; the executor's training loop, not the network)")
-        for k, pts in cal.loop_compute_curve.items():   # the same k * H -> k mapping
-            if k % H:
-                continue
-            key = f"calibration.loop_compute_curve.ranks_{k // H}"
-            lines += ["", f"[{key}]", *_lines([("step_ms", [p[0] * 1e3 for p in pts]),
-                                               ("factor", [p[1] for p in pts])])]
-            src[f"{key}.step_ms"] = src[f"{key}.factor"] = f"{base_ref} calibration.loop_compute_curve.ranks_{k}"
         for k, by_model in cal.speed_probe_model_s.items():
             if k % H or not by_model:
                 continue
