@@ -150,6 +150,9 @@ DEVICE_SCHEMA: dict[str, Any] = {
     "layer_overhead_us": Leaf("float", ge=0, le=1e6, required=False),
     "shared_efficiency": MapOf(MapOf(_CURVE, key_pattern=_RANKS_KEY), key_choices=PRECISIONS, required=False),
     "workload_scale": MapOf(MapOf(Leaf("float", gt=0, le=100)), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
+    "workload_scale_batch": MapOf(MapOf(Table({"batch": Leaf("float_list", gt=0),
+                                               "factor": Leaf("float_list", gt=0, le=100)})),
+                                  key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
 }
 
 _TOPOLOGY_VARIANTS: dict[str, dict[str, Any]] = {
@@ -573,7 +576,26 @@ def _build_device(data: dict, sources: dict[str, str], src: str) -> DeviceSpec:
         shared_efficiency=FrozenMap(shared),
         workload_scale=FrozenMap({int(k.split("_")[1]): FrozenMap({m: float(v) for m, v in by_model.items()})
                                   for k, by_model in sorted(data.get("workload_scale", {}).items(),
-                                                            key=lambda kv: int(kv[0].split("_")[1]))}))
+                                                            key=lambda kv: int(kv[0].split("_")[1]))}),
+        workload_scale_batch=FrozenMap(_workload_scale_batch(data.get("workload_scale_batch", {}), src)))
+
+
+def _workload_scale_batch(tables: dict, src: str) -> dict[int, FrozenMap]:
+    """``[workload_scale_batch.ranks_<k>.<model>]`` as ``{k: {model: ((batch, factor), ...)}}``: two arrays
+    of one length, batches strictly increasing."""
+    out = {}
+    for key, by_model in tables.items():
+        models = {}
+        for m, t in by_model.items():
+            path = f"workload_scale_batch.{key}.{m}"
+            if len(t["batch"]) != len(t["factor"]):
+                raise SpecError(src, f"{path}.factor", list(t["factor"]),
+                                f"needs one factor per batch ({len(t['batch'])} batches)")
+            if any(b <= a for a, b in zip(t["batch"], t["batch"][1:])):
+                raise SpecError(src, f"{path}.batch", list(t["batch"]), "batches must be strictly increasing")
+            models[m] = tuple((float(b), float(f)) for b, f in zip(t["batch"], t["factor"]))
+        out[int(key.split("_")[1])] = FrozenMap(models)
+    return dict(sorted(out.items()))
 
 
 @functools.lru_cache(maxsize=256)

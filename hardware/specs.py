@@ -197,6 +197,12 @@ class DeviceSpec:
         unless calibrated; ``[workload_scale.ranks_<k>]`` in the data file). EMPIRICAL: what one efficiency
         curve per sharing cannot express (layer shapes that vectorise badly, e.g. 8-channel convolutions),
         measured for the calibration workloads; other workloads get 1. See :meth:`workload_factor`.
+    workload_scale_batch : Mapping[int, Mapping[str, tuple[tuple[float, float], ...]]]
+        Ranks sharing the device -> workload -> ``(per-rank batch, factor)`` points by increasing batch: the
+        same EMPIRICAL factor at each benchmarked batch (``[workload_scale_batch.ranks_<k>.<model>]``), for
+        a workload whose time grows with the batch unlike the efficiency curve says (ResNet-20's step
+        grows 2.1-2.2 times from 32 to 64 images per rank as its activations leave the caches; AlexNet's
+        fully connected layers read the same weights at any batch). See :meth:`workload_factor`.
     """
 
     id: str
@@ -214,6 +220,7 @@ class DeviceSpec:
     layer_overhead_s: float = 0.0
     shared_efficiency: Mapping[str, Mapping[int, EfficiencyCurve]] = FrozenMap()
     workload_scale: Mapping[int, Mapping[str, float]] = FrozenMap()
+    workload_scale_batch: Mapping[int, Mapping[str, tuple[tuple[float, float], ...]]] = FrozenMap()
 
     # -- memory semantics -------------------------------------------------------------------------------
     @property
@@ -307,12 +314,22 @@ class DeviceSpec:
         below = [j for j in shared if j <= k]
         return shared[max(below)] if below else base
 
-    def workload_factor(self, model: str, ranks_sharing: float = 1) -> float:
+    def workload_factor(self, model: str, ranks_sharing: float = 1, batch: Any = None) -> Any:
         """Calibrated factor on the compute time of workload ``model`` with ``ranks_sharing`` ranks on the
-        device (1 when not calibrated); an unmeasured sharing takes the largest measured one below it."""
+        device (1 when not calibrated); an unmeasured sharing takes the largest measured one below it. With
+        ``batch`` (per-rank images, a number or an array) and factors measured at two or more batches at
+        that sharing (``workload_scale_batch``), the factor is interpolated linearly in log(batch) between
+        them and held at the nearest measured batch's beyond them (a measured correction, not a trend to
+        extrapolate); same shape as ``batch``."""
         k = max(1, int(round(float(ranks_sharing))))
         below = [j for j, by_model in self.workload_scale.items() if j <= k and model in by_model]
-        return float(self.workload_scale[max(below)][model]) if below else 1.0
+        scalar = float(self.workload_scale[max(below)][model]) if below else 1.0
+        if batch is None:
+            return scalar
+        pts = (self.workload_scale_batch.get(max(below)) or {}).get(model) if below else None
+        if not pts or len(pts) < 2:
+            return np.full_like(np.asarray(batch, dtype=float), scalar)
+        return np.interp(np.log(np.asarray(batch, dtype=float)), np.log([b for b, _ in pts]), [f for _, f in pts])
 
     def achieved_flops(self, precision: str, batch):
         """Achieved FLOP/s at ``precision`` and per-device batch ``batch``: peak * eff(batch)."""

@@ -30,8 +30,9 @@ Assumptions (each an approximation, marked):
 - K-FAC on a system whose calibration measured the executor's K-FAC: the per-refresh terms (factor
   computation, factor exchange, inversion) are scaled by measured / modelled on the calibration's
   reference configuration (EMPIRICAL, :func:`kfac_scales`).
-- A calibrated device may carry an EMPIRICAL factor on the compute time of each calibration workload
-  (:meth:`hardware.specs.DeviceSpec.workload_factor`; 1 for every other workload and every catalog device).
+- A calibrated device may carry an EMPIRICAL factor on the compute time of each calibration workload, per
+  benchmarked batch where several were measured (:meth:`hardware.specs.DeviceSpec.workload_factor`; 1 for
+  every other workload and every catalog device).
 - A calibrated system may carry an EMPIRICAL factor per number of ranks sharing the device on every compute
   time: forward + backward inside the executor's training loop over the benchmark's, measured on a real run
   of a reference workload (:meth:`hardware.specs.Calibration.loop_compute_for`; 1 where not measured).
@@ -339,7 +340,7 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     # a calibrated CPU device's per-layer framework overhead is serial work of each rank (see compute)
     lt = layer_times(table, dev, micro, precision, efficiency=curve,
                      overhead_s=shared_layer_overhead_s(dev, share))
-    scale = share * dev.workload_factor(table.model, share)   # the factor is 1 unless calibrated
+    scale = share * dev.workload_factor(table.model, share, micro)[:, None]   # 1 unless calibrated
     if system.calibration is not None:   # EMPIRICAL, 1 where not measured (see the module docstring)
         tail = system.calibration.step_tail_for(share)   # a mean step over the typical one the benchmarks keep
         scale *= system.calibration.loop_compute_for(share) * tail   # and the executor loop's compute speed

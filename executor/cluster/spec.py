@@ -81,6 +81,8 @@ def _lines(pairs: list[tuple[str, Any]]) -> list[str]:
             out.append(f"{k} = {v}")
         elif isinstance(v, float):
             out.append(f"{k} = {_num(v)}")
+        elif isinstance(v, list):
+            out.append(f"{k} = [{', '.join(_num(float(x)) for x in v)}]")
         else:
             out.append(f"{k} = {_str(str(v))}")
     return out
@@ -141,6 +143,16 @@ def derived_device_toml(base: DeviceSpec, hosts: int, base_ref: str) -> str:
             for m in models:
                 lines += _lines([(m, base.workload_factor(m, k * H))])
                 src[f"workload_scale.ranks_{k}.{m}"] = f"{base_ref} workload factor of {m} at {k * H} ranks"
+        for k in range(1, max(1, top) + 1):   # the factors per benchmarked batch, the same mapping
+            for m in models:
+                at = [j for j, by_model in base.workload_scale.items() if j <= k * H and m in by_model]
+                pts = (base.workload_scale_batch.get(max(at)) or {}).get(m) if at else None
+                if not pts:
+                    continue
+                key = f"workload_scale_batch.ranks_{k}.{m}"
+                lines += ["", f"[{key}]", *_lines([("batch", [b for b, _ in pts]), ("factor", [f for _, f in pts])])]
+                src[f"{key}.batch"] = src[f"{key}.factor"] = (f"{base_ref} workload factors of {m} per batch at "
+                                                              f"{max(at)} ranks")
     head = [f"# One host of the emulated cluster: 1/{H} of {base.id} ({why}).",
             "# Written by `perfmodel cluster up` (executor/cluster/spec.py); removed by `perfmodel cluster down`."]
     return "\n".join(head + lines + [""] + _sources(src)) + "\n"
