@@ -1,9 +1,10 @@
 """Re-predict the allreduce rows of a ``bench_emulated.py --out`` result file offline, with and without the
 measured per-size exchange profile (``[network.exchange_profile]``, :func:`perfmodel.network.exchange_residual_s`):
-how much of the error the profile removes, on the same measurements.
+how much of the error the profile removes, on the same measurements; with ``--iterations`` also its training
+iterations with the current model, speed-scaled with each row's stored probe as the run did.
 
     .venv/bin/python benchmarks/emulated_profile_whatif.py docs/validation/emulated.json \\
-        --base-system validation-out/calibration/local.toml [--json]
+        --base-system validation-out/calibration/local.toml [--iterations] [--json]
 
 For every network of the file the emulated spec is written again from its stored link calibration (needs
 ``measured_link.sizes`` and ``times_s``: result files from commit bd749b0 on) into a temporary folder, and
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", help="a bench_emulated.py --out file")
     ap.add_argument("--base-system", default="local", help="the base system the measurement used")
+    ap.add_argument("--iterations", action="store_true",
+                    help="also re-predict the training iterations (speed-scaled with their stored probes)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from executor.cluster.hydra import placement
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TTT_SYSTEMS_DIR"] = tmp   # the specs written here, never the user's registry
     os.environ["TTT_CACHE_DIR"] = ""
     errors: dict[str, list[float]] = {"with_profile": [], "without_profile": []}
+    its: dict[str, list[float]] = {"iterations": [], "iterations_unscaled": []}
     skipped = []
     for entry in doc["results"]:
         ml = dict(entry.get("measured_link") or {})
@@ -68,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             for key, system in (("with_profile", spec), ("without_profile", flat)):
                 t = float(collective_profile(system, nodes, rpn, row["algorithm"]).time_s(row["bytes"]))
                 errors[key].append(100.0 * (t - row["measured_s"]) / row["measured_s"])
+        for row in entry.get("iterations") or [] if args.iterations and not entry.get("saturated") else []:
+            scaled, raw = _iteration_prediction(row)
+            its["iterations"].append(100.0 * (scaled - row["measured_s"]) / row["measured_s"])
+            its["iterations_unscaled"].append(100.0 * (raw - row["measured_s"]) / row["measured_s"])
+    if args.iterations:
+        errors.update(its)
     out = {k: {"count": len(v), "mean_abs_pct": statistics.mean(map(abs, v)) if v else None,
                "max_abs_pct": max(map(abs, v)) if v else None, "within_10pct": sum(abs(x) <= 10 for x in v)}
            for k, v in errors.items()}
@@ -76,14 +86,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        for k in ("with_profile", "without_profile"):
+        for k in [k for k in out if k != "skipped_networks"]:
             a = out[k]
+            what = "iteration rows (unsaturated networks)" if k.startswith("iterations") else "allreduce rows >= 1 MiB"
             if a["count"]:
-                print(f"{k:<16} {a['count']} allreduce rows >= 1 MiB: mean |error| {a['mean_abs_pct']:.1f} %, "
+                print(f"{k:<19} {a['count']} {what}: mean |error| {a['mean_abs_pct']:.1f} %, "
                       f"max {a['max_abs_pct']:.1f} %, {a['within_10pct']} within 10 %")
         if skipped:
             print(f"skipped (no per-size link calibration): {len(skipped)} network(s)")
     return 0
+
+
+def _iteration_prediction(row: dict) -> tuple[float, float]:
+    """``(speed-scaled, unscaled)`` prediction (seconds) of a stored iteration row on the ``emulated`` spec now
+    registered, as :func:`validation.emulated.iterations_vs_predict` made it: the CPU work scaled by the row's
+    typical probe over the spec's reference."""
+    from perfmodel.config import load_config
+    from perfmodel.predict import predict
+    from validation.loop import speed_factor
+
+    cfg = load_config(model=row["model"], batch=int(row["batch"]), optimizer=row.get("optimizer", "sgd"),
+                      allreduce=row["algorithm"], bucket_bytes=25e6, overlap=True, system="emulated",
+                      nodes=int(row["nodes"]),
+                      ranks_per_node=int(row["ranks_per_node"]), epochs=1.0,
+                      optimizer_options=row.get("optimizer_options") or None)
+    pred = predict(cfg)
+    factor = speed_factor("emulated", int(row["ranks_per_node"]), row.get("speed_probe_s"), row["model"])
+    bd = pred.breakdown
+    cpu_s = sum(float(bd.get(k) or 0.0) for k in ("compute_s", "optimizer_s", "overhead_s", "sync_wait_s"))
+    return float(pred.iteration_s) + ((factor - 1.0) * cpu_s if factor else 0.0), float(pred.iteration_s)
 
 
 if __name__ == "__main__":

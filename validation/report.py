@@ -224,6 +224,18 @@ def _headline(results, summary) -> Section:
                          f"by that EMPIRICAL factor (here {per_rank(loop)}): the same layers run at a slightly "
                          "different speed in the training loop than in the benchmark, by an amount that depends "
                          "on how many ranks share the host; its cause is not known."))
+    fit = sessions.get("compute_fit") or {}
+    if fit:
+        s.blocks.append(("note",
+                         "**Compute:** the calibration benchmarks every matrix model at its per-rank batches; the "
+                         "per-layer model (roofline with one efficiency curve per number of ranks sharing the "
+                         "host, and a per-layer framework cost) fits those steps with an rms error of "
+                         f"{fit.get('generic_rms_rel_err', 0):.1%} (max {fit.get('generic_max_abs_rel_err', 0):.1%}). "
+                         "Each benchmarked workload also carries an EMPIRICAL factor per sharing and batch, "
+                         "interpolated in log(batch) between the batches measured "
+                         "(`hardware.specs.DeviceSpec.workload_factor`): a workload whose time grows with the "
+                         "batch its own way (activations leaving the caches, fully connected layers that read "
+                         "the same weights at any batch) keeps its measured step at each of them."))
     if tail:
         s.blocks.append(("note",
                          "**Typical and mean times:** every calibrated time is a benchmark's typical one (the "

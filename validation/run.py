@@ -130,7 +130,8 @@ class SessionCalibration:
     def factors(self) -> dict[str, Any]:
         """The fitted per-rank-count EMPIRICAL factors: ``loop_compute`` (the executor-loop compute factor)
         and ``step_tail`` (mean over typical step), each ``{"2": 1.1, ...}``; empty when not measured or
-        nothing is fitted yet; with a loop factor also ``loop_reference`` (``model``, ``per_rank_batch``)."""
+        nothing is fitted yet; with a loop factor also ``loop_reference`` (``model``, ``per_rank_batch``); with a
+        compute fit ``compute_fit``, its relative step errors without and with the per-workload factors."""
         try:
             rep = json.loads((self.folder / "report.json").read_text())
             found = {"loop_compute": rep.get("loop_compute", {}).get("scale", {}),
@@ -142,6 +143,10 @@ class SessionCalibration:
                                for k, d in found.items()}
         if rows and isinstance(rows[0], dict) and "model" in rows[0]:
             out["loop_reference"] = {"model": str(rows[0]["model"]), "per_rank_batch": int(rows[0]["batch"])}
+        fit = rep.get("compute_fit") or {}
+        if isinstance(fit, dict) and "generic_rms_rel_err" in fit:   # the compute model's fit to the benchmark
+            out["compute_fit"] = {k: float(fit[k]) for k in ("generic_rms_rel_err", "generic_max_abs_rel_err",
+                                                             "rms_rel_err", "max_abs_rel_err") if k in fit}
         return out
 
     def measured_before(self) -> list[int | None]:
