@@ -321,15 +321,26 @@ class DeviceSpec:
         that sharing (``workload_scale_batch``), the factor is interpolated linearly in log(batch) between
         them and held at the nearest measured batch's beyond them (a measured correction, not a trend to
         extrapolate); same shape as ``batch``."""
-        k = max(1, int(round(float(ranks_sharing))))
-        below = [j for j, by_model in self.workload_scale.items() if j <= k and model in by_model]
-        scalar = float(self.workload_scale[max(below)][model]) if below else 1.0
+        k = self._workload_sharing(model, ranks_sharing)
+        scalar = float(self.workload_scale[k][model]) if k is not None else 1.0
         if batch is None:
             return scalar
-        pts = (self.workload_scale_batch.get(max(below)) or {}).get(model) if below else None
-        if not pts or len(pts) < 2:
+        pts = self.workload_factor_points(model, ranks_sharing)
+        if len(pts) < 2:
             return np.full_like(np.asarray(batch, dtype=float), scalar)
         return np.interp(np.log(np.asarray(batch, dtype=float)), np.log([b for b, _ in pts]), [f for _, f in pts])
+
+    def workload_factor_points(self, model: str, ranks_sharing: float = 1) -> tuple[tuple[float, float], ...]:
+        """The ``(per-rank batch, factor)`` points that :meth:`workload_factor` interpolates for ``model`` with
+        ``ranks_sharing`` ranks on the device (empty when none were measured)."""
+        k = self._workload_sharing(model, ranks_sharing)
+        return tuple((self.workload_scale_batch.get(k) or {}).get(model) or ()) if k is not None else ()
+
+    def _workload_sharing(self, model: str, ranks_sharing: float) -> int | None:
+        """The calibrated sharing whose factors apply: the largest measured one not above ``ranks_sharing``."""
+        k = max(1, int(round(float(ranks_sharing))))
+        below = [j for j, by_model in self.workload_scale.items() if j <= k and model in by_model]
+        return max(below) if below else None
 
     def achieved_flops(self, precision: str, batch):
         """Achieved FLOP/s at ``precision`` and per-device batch ``batch``: peak * eff(batch)."""

@@ -145,14 +145,13 @@ def derived_device_toml(base: DeviceSpec, hosts: int, base_ref: str) -> str:
                 src[f"workload_scale.ranks_{k}.{m}"] = f"{base_ref} workload factor of {m} at {k * H} ranks"
         for k in range(1, max(1, top) + 1):   # the factors per benchmarked batch, the same mapping
             for m in models:
-                at = [j for j, by_model in base.workload_scale.items() if j <= k * H and m in by_model]
-                pts = (base.workload_scale_batch.get(max(at)) or {}).get(m) if at else None
+                pts = base.workload_factor_points(m, k * H)
                 if not pts:
                     continue
                 key = f"workload_scale_batch.ranks_{k}.{m}"
                 lines += ["", f"[{key}]", *_lines([("batch", [b for b, _ in pts]), ("factor", [f for _, f in pts])])]
                 src[f"{key}.batch"] = src[f"{key}.factor"] = (f"{base_ref} workload factors of {m} per batch at "
-                                                              f"{max(at)} ranks")
+                                                              f"{k * H} ranks")
     head = [f"# One host of the emulated cluster: 1/{H} of {base.id} ({why}).",
             "# Written by `perfmodel cluster up` (executor/cluster/spec.py); removed by `perfmodel cluster down`."]
     return "\n".join(head + lines + [""] + _sources(src)) + "\n"
