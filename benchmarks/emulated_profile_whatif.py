@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, system in (("with_profile", spec), ("without_profile", flat)):
                 t = float(collective_profile(system, nodes, rpn, row["algorithm"]).time_s(row["bytes"]))
                 errors[key].append(100.0 * (t - row["measured_s"]) / row["measured_s"])
-        for row in entry.get("iterations") or [] if args.iterations and not entry.get("saturated") else []:
+        rows = (entry.get("iterations") or []) if args.iterations and not entry.get("saturated") else []
+        for row in rows:
             scaled, raw = _iteration_prediction(row)
             its["iterations"].append(100.0 * (scaled - row["measured_s"]) / row["measured_s"])
             its["iterations_unscaled"].append(100.0 * (raw - row["measured_s"]) / row["measured_s"])
@@ -103,6 +104,7 @@ def _iteration_prediction(row: dict) -> tuple[float, float]:
     typical probe over the spec's reference."""
     from perfmodel.config import load_config
     from perfmodel.predict import predict
+    from validation.emulated import speed_scaled_s
     from validation.loop import speed_factor
 
     cfg = load_config(model=row["model"], batch=int(row["batch"]), optimizer=row.get("optimizer", "sgd"),
@@ -112,9 +114,7 @@ def _iteration_prediction(row: dict) -> tuple[float, float]:
                       optimizer_options=row.get("optimizer_options") or None)
     pred = predict(cfg)
     factor = speed_factor("emulated", int(row["ranks_per_node"]), row.get("speed_probe_s"), row["model"])
-    bd = pred.breakdown
-    cpu_s = sum(float(bd.get(k) or 0.0) for k in ("compute_s", "optimizer_s", "overhead_s", "sync_wait_s"))
-    return float(pred.iteration_s) + ((factor - 1.0) * cpu_s if factor else 0.0), float(pred.iteration_s)
+    return speed_scaled_s(pred, factor), float(pred.iteration_s)
 
 
 if __name__ == "__main__":

@@ -139,5 +139,18 @@ def test_the_offline_what_if_rescores_a_result_file(tmp_path, monkeypatch, capsy
     assert out["with_profile"]["count"] == 1 and out["with_profile"]["max_abs_pct"] == pytest.approx(0.0, abs=1e-6)
     assert out["without_profile"]["max_abs_pct"] == pytest.approx(100 * 6 * 3e-3 / t, rel=1e-4)
     assert out["skipped_networks"] == ["old"]
+    assert "iterations" not in out
+    # --iterations: a training iteration measured exactly as the current model predicts it is 0 % (no probe:
+    # unscaled), and one measured 10 % faster is +11.1 %
+    it = {"model": "resnet20", "batch": 64, "ranks": 4, "nodes": 4, "ranks_per_node": 1, "algorithm": "ring",
+          "optimizer": "sgd", "optimizer_options": {}, "speed_probe_s": None}
+    _emulated(tmp_path / "b", monkeypatch, [_line(n) + 3e-3 for n in SIZES])   # the same spec, registered again
+    _, raw = mod._iteration_prediction(it)
+    doc["results"][0]["iterations"] = [{**it, "measured_s": raw}, {**it, "measured_s": 0.9 * raw}]
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    assert mod.main([str(tmp_path / "r.json"), "--iterations", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["iterations"]["count"] == 2 and out["iterations"]["within_10pct"] == 1
+    assert out["iterations"]["max_abs_pct"] == pytest.approx(100 / 9, rel=1e-6)
     assert mod.main([str(tmp_path / "missing.json")]) == 2
     assert "results = " in capsys.readouterr().err

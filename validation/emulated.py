@@ -237,9 +237,7 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                        timeout_s=timeout_s, out=os.path.join(tmp, "measurement.json"), extra={"speed_probe": True})
         probe_s = probe_statistic(m)     # the typical value, the statistic of the calibration's reference
         factor = speed_factor(system, rpn, probe_s, model)
-        bd = pred.breakdown
-        cpu_s = sum(float(bd.get(k) or 0.0) for k in ("compute_s", "optimizer_s", "overhead_s", "sync_wait_s"))
-        predicted = float(pred.iteration_s) + ((factor - 1.0) * cpu_s if factor else 0.0)
+        predicted = speed_scaled_s(pred, factor)
         recs = m["records"]
         n = min(len(r) for r in recs)
         slowest = [max(r[i]["iteration_s"] for r in recs) for i in range(n) if not recs[0][i]["warmup"]]
@@ -268,6 +266,14 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                      "measured_optimizer_s": float(m["breakdown"].get("optimizer_s") or 0.0),
                      "predicted_optimizer_s": float(pred.breakdown.get("optimizer_s") or 0.0)})
     return rows
+
+
+def speed_scaled_s(pred: Any, factor: float | None) -> float:
+    """Seconds of the iteration of prediction ``pred`` with its CPU work (compute, optimizer, overheads,
+    straggler wait; not the network) scaled by the host speed factor ``factor`` (None: unscaled)."""
+    bd = pred.breakdown
+    cpu_s = sum(float(bd.get(k) or 0.0) for k in ("compute_s", "optimizer_s", "overhead_s", "sync_wait_s"))
+    return float(pred.iteration_s) + ((factor - 1.0) * cpu_s if factor else 0.0)
 
 
 def error_summary(rows: Iterable[Mapping[str, Any]], min_bytes: int = 0) -> dict[str, Any]:
