@@ -25,7 +25,7 @@ What is measured and fitted
    - ``[workload_scale_batch.ranks_<k>.<model>]``: the same factor at each benchmarked per-rank batch of a
      workload measured at several; the predictor interpolates it in log(batch). One curve per sharing
      cannot express a workload whose time per image changes with the batch its own way: ResNet-20 at 64
-     per rank runs 10-17 % slower per image than at 32 (its activations leave the caches), while AlexNet
+     per rank runs 5-9 % slower per image than at 32 (full run 21; its activations leave the caches), while AlexNet
      from 4 to 8 per rank takes 1.26 times as long, not twice (its fully connected layers read the same
      244 MB of weights at any batch); with one factor per workload the fit erred by -17 % to +25 % at the
      validation matrix's batches (full run 21), the size of the largest matrix errors.
