@@ -35,13 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also re-predict the training iterations (speed-scaled with their stored probes)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from executor.cluster.hydra import placement
-    from executor.cluster.measure import exchange_pairs
-    from executor.cluster.plan import ClusterConfig
-    from executor.cluster.spec import write_spec
-    from hardware.catalog import load_system
     from hardware.errors import ToolkitError
-    from perfmodel.network import collective_profile
     from validation.run import load_emulated
 
     try:
@@ -53,37 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TTT_SYSTEMS_DIR"] = tmp   # the specs written here, never the user's registry
     os.environ["TTT_CACHE_DIR"] = ""
     errors: dict[str, list[float]] = {"with_profile": [], "without_profile": []}
-    its: dict[str, list[float]] = {"iterations": [], "iterations_unscaled": []}
-    skipped = []
-    for entry in doc["results"]:
-        ml = dict(entry.get("measured_link") or {})
-        if not ml.get("sizes") or not entry.get("allreduce"):
-            skipped.append(entry.get("description", "?"))
-            continue
-        cfg = ClusterConfig(**{k: v for k, v in entry["network"].items() if v is not None and k != "prefix"})
-        ml.setdefault("pairs", [list(p) for p in exchange_pairs(cfg.hosts)])
-        write_spec(Path(tmp), cfg, args.base_system, measured=ml)
-        spec = load_system("emulated")
-        flat = dataclasses.replace(spec, network=dataclasses.replace(spec.network, exchange_profile=()))
-        for row in entry["allreduce"]:
-            if row["bytes"] < (1 << 20):
-                continue
-            nodes, rpn = placement(row["ranks"], spec.max_nodes)
-            for key, system in (("with_profile", spec), ("without_profile", flat)):
-                t = float(collective_profile(system, nodes, rpn, row["algorithm"]).time_s(row["bytes"]))
-                errors[key].append(100.0 * (t - row["measured_s"]) / row["measured_s"])
-        rows = (entry.get("iterations") or []) if args.iterations and not entry.get("saturated") else []
-        for row in rows:
-            scaled, raw = _iteration_prediction(row)
-            its["iterations"].append(100.0 * (scaled - row["measured_s"]) / row["measured_s"])
-            its["iterations_unscaled"].append(100.0 * (raw - row["measured_s"]) / row["measured_s"])
     if args.iterations:
-        errors.update(its)
+        errors.update(iterations=[], iterations_unscaled=[])
+    try:
+        skipped = _score(doc, Path(tmp), args.base_system, errors)
+    finally:   # the temporary registry goes, whatever happened
+        shutil.rmtree(tmp, ignore_errors=True)
     out = {k: {"count": len(v), "mean_abs_pct": statistics.mean(map(abs, v)) if v else None,
                "max_abs_pct": max(map(abs, v)) if v else None, "within_10pct": sum(abs(x) <= 10 for x in v)}
            for k, v in errors.items()}
     out["skipped_networks"] = skipped
-    shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -96,6 +69,43 @@ def main(argv: list[str] | None = None) -> int:
         if skipped:
             print(f"skipped (no per-size link calibration): {len(skipped)} network(s)")
     return 0
+
+
+def _score(doc: dict, registry: Path, base_system: str, errors: dict[str, list[float]]) -> list[str]:
+    """Append each scored row's error (%) of result document ``doc`` to ``errors`` (the keys it has: the
+    allreduce with and without the profile; the iterations where ``errors`` has ``iterations``), writing
+    each network's emulated spec into ``registry``; returns the descriptions of the networks skipped."""
+    from executor.cluster.hydra import placement
+    from executor.cluster.measure import exchange_pairs
+    from executor.cluster.plan import ClusterConfig
+    from executor.cluster.spec import write_spec
+    from hardware.catalog import load_system
+    from perfmodel.network import collective_profile
+
+    skipped = []
+    for entry in doc["results"]:
+        ml = dict(entry.get("measured_link") or {})
+        if not ml.get("sizes") or not entry.get("allreduce"):
+            skipped.append(entry.get("description", "?"))
+            continue
+        cfg = ClusterConfig(**{k: v for k, v in entry["network"].items() if v is not None and k != "prefix"})
+        ml.setdefault("pairs", [list(p) for p in exchange_pairs(cfg.hosts)])
+        write_spec(registry, cfg, base_system, measured=ml)
+        spec = load_system("emulated")
+        flat = dataclasses.replace(spec, network=dataclasses.replace(spec.network, exchange_profile=()))
+        for row in entry["allreduce"]:
+            if row["bytes"] < (1 << 20):
+                continue
+            nodes, rpn = placement(row["ranks"], spec.max_nodes)
+            for key, system in (("with_profile", spec), ("without_profile", flat)):
+                t = float(collective_profile(system, nodes, rpn, row["algorithm"]).time_s(row["bytes"]))
+                errors[key].append(100.0 * (t - row["measured_s"]) / row["measured_s"])
+        rows = (entry.get("iterations") or []) if "iterations" in errors and not entry.get("saturated") else []
+        for row in rows:
+            scaled, raw = _iteration_prediction(row)
+            errors["iterations"].append(100.0 * (scaled - row["measured_s"]) / row["measured_s"])
+            errors["iterations_unscaled"].append(100.0 * (raw - row["measured_s"]) / row["measured_s"])
+    return skipped
 
 
 def _iteration_prediction(row: dict) -> tuple[float, float]:
