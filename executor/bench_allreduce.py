@@ -37,6 +37,7 @@ from perfmodel.collectives.metrics import algorithm_bandwidth, bus_factor
 
 from executor.comm import allreduce, get_algorithm, known_algorithms
 from executor.comm.base import AllreduceAlgorithm
+from executor.heap import keep_heap
 from executor.mpi_utils import run_guarded, thread_level_name
 
 from perfmodel.atomic import atomic_write
@@ -227,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, comm: MPI.Comm | None = None) -> int:
     """Command-line entry point (run under mpiexec); rank 0 prints the results. Returns the exit status."""
     args = _parser().parse_args(argv)
+    heap = keep_heap()   # the executor's ranks allocate the same way (executor.heap)
     comm = MPI.COMM_WORLD if comm is None else comm
     sizes = message_sizes(parse_bytes(args.min_bytes, "min_bytes"), parse_bytes(args.max_bytes, "max_bytes"),
                           args.factor)
@@ -247,6 +249,7 @@ def main(argv: list[str] | None = None, comm: MPI.Comm | None = None) -> int:
             "dtype": "float32",
             "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
             "mpi4py_thread_level": thread_level_name(),
+            "malloc_kept_heap": heap,
             "results": rows,
         }
         text = json.dumps(doc, indent=1)

@@ -531,6 +531,9 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
 
     from executor.launch import cores_per_rank
 
+    from executor.heap import keep_heap
+
+    heap = keep_heap()   # the executor's ranks allocate the same way (executor.heap)
     sync = sync or Sync()
     say = progress or (lambda msg: None)
     models = list(models)
@@ -546,6 +549,7 @@ def run_compute_bench(models: Sequence[str] = ("resnet20",), batches: Sequence[i
     doc: dict[str, Any] = {
         "benchmark": "compute", "ranks": sync.size, "threads": threads, "cpu_count": os.cpu_count(),
         "host": platform.node(), "torch": torch.__version__, "repeats": repeats,
+        "malloc_kept_heap": heap,
         "statistic": "median of the fastest half of the repetitions (max over ranks per repetition)",
     }
     say(f"GEMM {gemm_n}x{gemm_n} fp32/fp64")

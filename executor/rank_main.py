@@ -78,6 +78,7 @@ def _train(spec: dict[str, Any], MPI) -> None:
     from executor.optim import build_optimizer, build_schedule, set_lr
     from perfmodel.config import load_config
     from perfmodel.datasets import DATASETS
+    from executor.heap import keep_heap
     from perfmodel.provenance import machine_description
 
     comm = MPI.COMM_WORLD
@@ -85,6 +86,7 @@ def _train(spec: dict[str, Any], MPI) -> None:
     with open(os.path.join(spec["run_dir"], "pids", f"rank-{rank}.pid"), "w") as fh:
         fh.write(str(os.getpid()))
     cfg = load_config(None, **{k: v for k, v in spec["config"].items()})
+    heap = keep_heap()   # as the calibration's benchmarks do (executor.heap)
     torch.set_num_threads(int(spec.get("cores_per_rank", 1)))
     torch.manual_seed(cfg.seed)
     dataset = cfg.dataset
@@ -219,6 +221,7 @@ def _train(spec: dict[str, Any], MPI) -> None:
         "config_source": spec.get("source"), "ranks": world, "backend": spec.get("backend", "mpi"),
         "allreduce_algorithm": ("mpi" if cfg.allreduce == "auto" else cfg.allreduce) if world > 1 else None,
         "launcher": spec.get("launcher"), "cores_per_rank": spec.get("cores_per_rank"),
+        "malloc_kept_heap": heap,
         "per_rank_batch": per_rank, "micro_batch": micro, "accumulation_steps": accum,
         "iterations_per_epoch": ipe, "warmup_iterations": warmup, "setup_s": setup_s, "wall_s": wall,
         "software": _software(MPI), "machine": machine_description(),
