@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             state = up(cfg, base_system=args.base_system)
             entry["measured_link"] = {k: state["measured"].get(k) for k in ("latency_s", "rate_Bps", "rtt_min_s",
-                                                                            "sizes", "times_s", "attempts",
-                                                                            "problems") if k in state["measured"]}
+                                                                            "sizes", "times_s", "ring_sizes",
+                                                                            "ring_times_s", "attempts", "problems") if k in state["measured"]}
             rows = bench_vs_predict("emulated", cfg.hosts, algorithms, args.sizes, repeats=args.repeats,
                                     max_iterations=args.max_iterations)
             entry["allreduce"] = rows

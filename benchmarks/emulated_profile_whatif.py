@@ -1,5 +1,6 @@
 """Re-predict the allreduce rows of a ``bench_emulated.py --out`` result file offline, with and without the
-measured per-size exchange profile (``[network.exchange_profile]``, :func:`perfmodel.network.exchange_residual_s`):
+measured per-size exchange profile (``[network.exchange_profile]``, :func:`perfmodel.network.exchange_residual_s`;
+and the ring-step profile, ``[network.ring_profile]``, where the file has one):
 how much of the error the profile removes, on the same measurements; with ``--iterations`` also its training
 iterations with the current model, speed-scaled with each row's stored probe as the run did.
 
@@ -92,7 +93,8 @@ def _score(doc: dict, registry: Path, base_system: str, errors: dict[str, list[f
         ml.setdefault("pairs", [list(p) for p in exchange_pairs(cfg.hosts)])
         write_spec(registry, cfg, base_system, measured=ml)
         spec = load_system("emulated")
-        flat = dataclasses.replace(spec, network=dataclasses.replace(spec.network, exchange_profile=()))
+        flat = dataclasses.replace(spec, network=dataclasses.replace(spec.network, exchange_profile=(),
+                                                                     ring_profile=()))
         for row in entry["allreduce"]:
             if row["bytes"] < (1 << 20):
                 continue

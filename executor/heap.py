@@ -18,12 +18,14 @@ and allreduce benchmarks) calls it first, so the calibration and the runs it pre
 
 Assumptions: glibc (``mallopt`` found in the C library); elsewhere it does nothing and says so in its
 return value. The process's resident memory stays at its peak instead of shrinking between steps.
+``TTT_MALLOC=default`` in the environment leaves glibc's defaults (for comparisons).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 # glibc's malloc.h parameter numbers
 M_TRIM_THRESHOLD = -1
@@ -39,7 +41,9 @@ def keep_heap() -> dict[str, int] | None:
     """Set this process's malloc to keep freed memory (see the module docstring).
 
     Returns the settings applied (bytes), or None where the C library has no ``mallopt`` (not glibc) or
-    refused a setting; the process then allocates as before."""
+    refused a setting, or where ``TTT_MALLOC=default``; the process then allocates as before."""
+    if os.environ.get("TTT_MALLOC", "").strip().lower() == "default":
+        return None
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)

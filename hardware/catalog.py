@@ -201,6 +201,10 @@ SYSTEM_SCHEMA: dict[str, Any] = {
         # emulated cluster's link calibration, executor/cluster/measure.py); see NetworkSpec.exchange_profile
         "exchange_profile": Table({"bytes": Leaf("int_list", ge=1), "seconds": Leaf("float_list", gt=0)},
                                   required=False),
+        # EMPIRICAL, optional: measured time of one ring step (every node sends to the next) by message
+        # size, on all the nodes (the same calibration); see NetworkSpec.ring_profile
+        "ring_profile": Table({"bytes": Leaf("int_list", ge=1), "seconds": Leaf("float_list", gt=0)},
+                              required=False),
     }),
     # written by `perfmodel calibrate` (hardware.specs.Calibration); catalog systems have none.
     # beta/gamma keys are seconds per byte in ns/B (converted here, see _per_byte).
@@ -629,13 +633,14 @@ def load_device(id_or_path: str | os.PathLike, memory_mode: str | None = None) -
 # ==========================================================================================================
 # Systems
 # ==========================================================================================================
-def _exchange_profile(table: dict | None, src: str) -> tuple[tuple[float, float], ...]:
-    """``[network.exchange_profile]`` as ``((bytes, seconds), ...)`` by increasing size (empty when absent):
-    two arrays of one length, at least two sizes, strictly increasing."""
+def _exchange_profile(table: dict | None, src: str,
+                      path: str = "network.exchange_profile") -> tuple[tuple[float, float], ...]:
+    """``[network.exchange_profile]`` (or the table at ``path`` of the same form, e.g.
+    ``[network.ring_profile]``) as ``((bytes, seconds), ...)`` by increasing size (empty when absent): two
+    arrays of one length, at least two sizes, strictly increasing."""
     if not table:
         return ()
     sizes, times = table["bytes"], table["seconds"]
-    path = "network.exchange_profile"
     if len(sizes) != len(times):
         raise SpecError(src, f"{path}.seconds", list(times), f"needs one time per size ({len(sizes)} sizes)")
     if len(sizes) < 2:
@@ -743,7 +748,8 @@ def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec
             fabric=net["fabric"], link_bw_Bps=to_si("link_Gbps", net["link_Gbps"]),
             latency_s=to_si("latency_us", net["latency_us"]), topology_kind=net["topology"]["kind"],
             topology_params=FrozenMap(_topology_params(net["topology"], node["nics_per_node"], src)),
-            exchange_profile=_exchange_profile(net.get("exchange_profile"), src)),
+            exchange_profile=_exchange_profile(net.get("exchange_profile"), src),
+            ring_profile=_exchange_profile(net.get("ring_profile"), src, "network.ring_profile")),
         sources=FrozenMap(sources), source_file=src, notes=data.get("notes", ""),
         calibration=_build_calibration(data["calibration"], src) if "calibration" in data else None)
 

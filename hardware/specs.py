@@ -429,6 +429,11 @@ class NetworkSpec:
         calibration). ``link_bw_Bps`` and ``latency_s`` are then the straight line fitted through it; the
         collective models add, per inter-node step, what the measurement at that step's message size
         differs from the line (:func:`perfmodel.network.exchange_residual_s`).
+    ring_profile : tuple of (bytes, seconds)
+        EMPIRICAL, optional (empty: none): the measured time of one ring step by message size: every node
+        sends to the next and receives from the previous at once, one rank per node, on all the network's
+        nodes (the emulated cluster's link calibration). Steps of that pattern (a shift, not an exchange)
+        are priced at this measurement (:func:`perfmodel.network.ring_residual_s`).
     """
 
     fabric: str
@@ -437,6 +442,7 @@ class NetworkSpec:
     topology_kind: str
     topology_params: Mapping[str, Any]
     exchange_profile: tuple[tuple[float, float], ...] = ()
+    ring_profile: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

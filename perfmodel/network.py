@@ -29,6 +29,17 @@ minus ``latency + m / rate``, interpolated in ``log m`` between the measured siz
 values outside them (:func:`exchange_residual_s`). Contention and extra hops stay priced by the graph. The
 profile is then ``A + B * n + sum(repeat * residual(send_frac * n))``: no longer exactly linear.
 
+A system whose ``[network.ring_profile]`` also holds the measured time of one *ring* step (every node sends
+to the next and receives from the previous, all at once; :attr:`hardware.specs.NetworkSpec.ring_profile`)
+prices the steps that are a shift rather than an exchange (some flow ``a -> b`` without ``b -> a``: the
+ring's steps on 3 or more nodes) at that measurement: such a step adds ``measured ring step(m) - (its own
+graph price at m)`` (:func:`ring_residual_s`), so that on the measured nodes a ring step costs what was
+measured. Why: over TCP a shift and an exchange of the same size cost differently (measured on the
+emulated cluster, 4 hosts at 5 ms: a 256 KiB ring step 23-25 ms in the ring allreduce, the pairwise exchange
+27-28 ms; at 8 hosts on 2 cores the ring's chain of dependent ranks is slower than independent pairs).
+APPROXIMATION: every shift step (also a tree's or a parameter server's, or a ring on fewer nodes than were
+measured) takes the residual of the full ring measured on all nodes.
+
 Other assumptions
 -----------------
 - Inter-node latency: the fabric's end-to-end MPI latency, put on the device-NIC hops (half each side).
@@ -76,7 +87,7 @@ from perfmodel.collectives import AUTO_CANDIDATES, Fabric, NetParams, get_algori
 
 __all__ = ["CollectiveProfile", "node_graph_spec", "network_spec", "cluster_graph", "rank_endpoints",
            "fabric_for", "collective_profile", "calibrated_profile", "best_profiles", "reduce_gamma_s_per_B",
-           "exchange_residual_s", "MPI_NATIVE"]
+           "exchange_residual_s", "ring_residual_s", "MPI_NATIVE"]
 
 #: name of MPI's own allreduce (the executor's ``mpi``; priced only from calibration)
 MPI_NATIVE = "mpi"
@@ -88,8 +99,10 @@ _PROBE_BYTES = 1e12  # message size used to read the bandwidth slope off max_flo
 class CollectiveProfile:
     """Cost of one collective: ``time_s(n) = alpha_s + beta_s_per_B * n`` (n in bytes), plus, on a network
     with a measured exchange profile, ``sum(count * residual(frac * n))`` over ``exchange_steps``
-    (``(count, frac)`` of the inter-node steps) with ``residual`` interpolated in ``exchange_residual``
-    (``(bytes, seconds)`` pairs; module docstring)."""
+    (``(count, frac)`` of the inter-node exchange steps) with ``residual`` interpolated in
+    ``exchange_residual`` (``(bytes, seconds)`` pairs), and, on a network with a measured ring profile,
+    ``sum(count * table(frac * n))`` over ``ring_steps`` (``(count, frac, table)`` of the shift steps, each
+    with its own residual table; module docstring)."""
 
     algorithm: str
     op: str
@@ -98,6 +111,7 @@ class CollectiveProfile:
     beta_s_per_B: float
     exchange_steps: tuple[tuple[float, float], ...] = ()
     exchange_residual: tuple[tuple[float, float], ...] = ()
+    ring_steps: tuple[tuple[float, float, tuple[tuple[float, float], ...]], ...] = ()
 
     def time_s(self, nbytes):
         """Seconds for a message of ``nbytes`` (scalar or array); 0 for a single rank."""
@@ -106,12 +120,32 @@ class CollectiveProfile:
             return np.zeros_like(n) if n.ndim else 0.0
         t = self.alpha_s + self.beta_s_per_B * n
         if self.exchange_steps and self.exchange_residual:
-            sizes = np.log([b for b, _ in self.exchange_residual])
-            resid = np.array([r for _, r in self.exchange_residual])
             for count, frac in self.exchange_steps:
-                m = frac * n
-                t = t + count * np.where(m > 0, np.interp(np.log(np.maximum(m, 1.0)), sizes, resid), 0.0)
+                t = t + count * _residual_at(self.exchange_residual, frac * n)
+        for count, frac, table in self.ring_steps:
+            t = t + count * _residual_at(table, frac * n)
         return t if n.ndim else float(t)
+
+
+def ring_residual_s(network, latency_s: float, slope_s_per_B: float) -> tuple[tuple[float, float], ...]:
+    """Per measured size of ``network.ring_profile``: ``(bytes, measured ring step - (latency_s + bytes *
+    slope_s_per_B))`` in seconds, the residual of a shift step whose graph price is that line (module
+    docstring); empty without a ring profile."""
+    return tuple((float(b), float(t) - (latency_s + float(b) * slope_s_per_B)) for b, t in network.ring_profile)
+
+
+def _is_shift(src: np.ndarray, dst: np.ndarray) -> bool:
+    """Whether the flows ``src[i] -> dst[i]`` (graph node ids) include one whose reverse is not a flow."""
+    flows = set(zip(src.tolist(), dst.tolist()))
+    return any((d, s) not in flows for s, d in flows)
+
+
+def _residual_at(table, m):
+    """``table`` (``(bytes, seconds)`` pairs) interpolated in log size at ``m`` bytes (array), held at the end
+    values outside; 0 where ``m <= 0``."""
+    sizes = np.log([b for b, _ in table])
+    resid = np.array([r for _, r in table])
+    return np.where(m > 0, np.interp(np.log(np.maximum(m, 1.0)), sizes, resid), 0.0)
 
 
 def exchange_residual_s(network) -> tuple[tuple[float, float], ...]:
@@ -227,7 +261,7 @@ def fabric_for(system: SystemSpec, ranks_per_node: int) -> Fabric:
 
 
 #: bump when the pricing of profiles changes: on-disk cache entries of other versions are ignored
-PROFILE_MODEL_VERSION = 2
+PROFILE_MODEL_VERSION = 3
 
 
 def _cache_dir() -> Path | None:
@@ -293,10 +327,12 @@ def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algo
     key = _cache_key(system, nodes, ranks_per_node, algorithm, op)
     if folder is not None:
         try:
-            alpha, beta, steps = json.loads((folder / f"{key}.json").read_text())
+            alpha, beta, steps, ring = json.loads((folder / f"{key}.json").read_text())
             return CollectiveProfile(algorithm, op, nodes * ranks_per_node, float(alpha), float(beta),
                                      tuple((float(c), float(f)) for c, f in steps),
-                                     exchange_residual_s(system.network) if steps else ())
+                                     exchange_residual_s(system.network) if steps else (),
+                                     tuple((float(c), float(f), tuple((float(b), float(r)) for b, r in tab))
+                                           for c, f, tab in ring))
         except (OSError, ValueError, TypeError):
             pass
     prof = _compute_profile(system, nodes, ranks_per_node, algorithm, op)
@@ -305,7 +341,8 @@ def collective_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algo
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
             with os.fdopen(fd, "w") as fh:
-                json.dump([prof.alpha_s, prof.beta_s_per_B, [list(x) for x in prof.exchange_steps]], fh)
+                json.dump([prof.alpha_s, prof.beta_s_per_B, [list(x) for x in prof.exchange_steps],
+                           [[c, f, [list(x) for x in tab]] for c, f, tab in prof.ring_steps]], fh)
             os.replace(tmp, folder / f"{key}.json")
         except OSError:
             pass  # a read-only home: the in-memory cache still works
@@ -346,6 +383,8 @@ def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algori
     alpha = beta = 0.0
     measured = bool(system.network.exchange_profile)
     exchange: list[tuple[float, float]] = []
+    ring: list[tuple[float, float, tuple[tuple[float, float], ...]]] = []
+    ring_measured = bool(system.network.ring_profile)
     for st in alg.steps(p, ranks_per_node=ranks_per_node, op=op):
         if len(st.pairs) == 0:
             beta += st.repeat * st.reduce_frac * gamma
@@ -364,10 +403,13 @@ def _compute_profile(system: SystemSpec, nodes: int, ranks_per_node: int, algori
             slope = max(slope, 1.0 / intra.link_bw_Bps)
         alpha += st.repeat * lat
         beta += st.repeat * (st.send_frac * slope + st.reduce_frac * gamma)
-        if measured and n_flows and st.send_frac > 0:
-            exchange.append((float(st.repeat), float(st.send_frac)))
+        if n_flows and st.send_frac > 0:
+            if ring_measured and _is_shift(src[keep], dst[keep]):
+                ring.append((float(st.repeat), float(st.send_frac), ring_residual_s(system.network, lat, slope)))
+            elif measured:
+                exchange.append((float(st.repeat), float(st.send_frac)))
     return CollectiveProfile(algorithm, op, p, alpha, beta, tuple(exchange),
-                             exchange_residual_s(system.network) if exchange else ())
+                             exchange_residual_s(system.network) if exchange else (), tuple(ring))
 
 
 def best_profiles(system: SystemSpec, nodes: int, ranks_per_node: int, algorithm: str, nbytes,

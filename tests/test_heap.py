@@ -47,6 +47,7 @@ def test_kept_heap_does_not_fault_a_steps_tensors_in_again():
         pytest.skip("the C library has no mallopt (not glibc)")
     default, kept = _faults("default"), _faults("kept")
     # ResNet-20's first activation at batch 16 is 1 MiB (16 x 16 x 32 x 32 floats): glibc's defaults map
-    # blocks that size afresh; measured here ~3.4k faults per step with 2 threads
+    # blocks that size afresh
     assert default > 1000, default
-    assert kept < default // 10, (kept, default)
+    # kept: 0-1.3k over the three steps in ten runs here (the heap's occasional growth), defaults 8k-12k
+    assert kept < default // 4, (kept, default)

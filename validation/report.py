@@ -475,7 +475,11 @@ def _emulated_section(doc: Mapping[str, Any]) -> Section:
                     "wrote from its link calibration"
                     + (" (a line fitted to the measured time of one exchange per message size, and, at every "
                        "inter-node step of a collective, what the measurement at that step's size differs from "
-                       "the line: `perfmodel.network.exchange_residual_s`)."
+                       "the line: `perfmodel.network.exchange_residual_s`"
+                       + ("; on 3 or more hosts the ring's steps are priced at the measured time of one ring step "
+                          "per message size: `perfmodel.network.ring_residual_s`"
+                          if any((e.get("measured_link") or {}).get("ring_sizes") for e in doc.get("results", []))
+                          else "") + ")."
                        if any((e.get("measured_link") or {}).get("sizes") for e in doc.get("results", [])) else "."))
     rows = []
     by_opt = summ.get("iterations_by_optimizer") or {}

@@ -2,7 +2,7 @@
 hosts of the emulated cluster, measured the way the executor's algorithms communicate (mpi4py, numpy
 buffers, MPICH over TCP).
 
-    python -m executor.cluster.measure OUT.json PAIRS   (one rank per host, under the emulated mpiexec)
+    python -m executor.cluster.measure OUT.json PAIRS [RING]   (one rank per host, under the emulated mpiexec)
 
 Method
 ------
@@ -21,6 +21,13 @@ Method
   whatever the TCP/MPI stacks and the emulation cost under full-duplex traffic); ``latency`` is the
   per-message cost of large messages (MPI's rendezvous handshake: a round trip more than the eager
   latency).
+- Ring steps (3 or more hosts): every host sends ``n`` bytes to the next host and receives ``n`` from the
+  previous one (hosts in index order, one ``Sendrecv`` each: the step of the ring allreduce), for the same
+  sizes, timed the same way (``ring_sizes``, ``ring_times_s``: the spec's ``[network.ring_profile]``). Why:
+  a shift and an exchange of the same size cost differently over TCP (at 4 hosts and 5 ms per link a
+  256 KiB ring step took 23-25 ms inside the ring allreduce, the pairwise exchange 27-28 ms; at 8 hosts on
+  2 cores the ring, a chain of dependent ranks, is slower than independent pairs), so the models price
+  the ring's steps from this measurement (:func:`perfmodel.network.ring_residual_s`).
 
 Why: the system spec of the emulated cluster (:mod:`executor.cluster.spec`) records ``rate`` and
 ``latency`` as its ``link_Gbps`` and ``latency_us``: the alpha-beta parameters of one exchange step as the
@@ -53,7 +60,45 @@ FIT_RANGE_BYTES = (256 << 10, 8 << 20)
 RATE_TOLERANCE, MONOTONE_TOLERANCE = 1.10, 1.10
 
 
-def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - runs under mpiexec (cluster tests)
+def _step_times(comm, right: int | None, left: int | None, sizes=SIZES) -> dict[int, list[float]]:  # pragma: no cover
+    """Per size ``n`` of ``sizes``: the per-step seconds of blocks of back-to-back ``Sendrecv`` steps (send
+    ``n`` bytes to ``right``, receive ``n`` from ``left``; this rank idles where they are None), the slowest
+    rank's block time over the block's steps (module docstring). Every rank of ``comm`` calls it."""
+    import numpy as np
+    from mpi4py import MPI
+
+    send = np.zeros(max(sizes) // 4, dtype=np.float32)
+    recv = np.zeros_like(send)
+    times: dict[int, list[float]] = {}
+    for n in sizes:
+        a, b = send[:n // 4], recv[:n // 4]
+        per_block = max(2, (4 << 20) // n)   # back-to-back steps per timed block (~4 MiB of traffic)
+        ts: list[float] = []
+        for k in range(20):
+            comm.Barrier()
+            t0 = MPI.Wtime()
+            if right is not None:
+                for _ in range(per_block):
+                    comm.Sendrecv(a, right, 3, b, left, 3)
+            dt = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX) / per_block
+            if k >= 1:
+                ts.append(dt)
+            if len(ts) >= 5 and sum(ts) * per_block > 0.5:
+                break
+        times[n] = ts
+    return times
+
+
+def _typical(v: list[float]) -> float:
+    """Median of the fastest half (:func:`executor.bench_compute.typical`'s statistic)."""
+    import numpy as np
+
+    v = sorted(v)
+    return float(np.median(v[:max(1, (len(v) + 1) // 2)]))
+
+
+def _program(out: str, pairs: list[list[int]],
+             ring: list[int] | None = None) -> None:  # pragma: no cover - runs under mpiexec (cluster tests)
     import numpy as np
     from mpi4py import MPI
 
@@ -83,31 +128,14 @@ def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - ru
         k += 1
     # -- exchanges: every pair at once ------------------------------------------------------------------------
     peer = next((b if a == rank else a for a, b in pairs if rank in (a, b)), None)
-    send = np.zeros(max(SIZES) // 4, dtype=np.float32)
-    recv = np.zeros_like(send)
-    times: dict[int, list[float]] = {}
-    for n in SIZES:
-        a, b = send[:n // 4], recv[:n // 4]
-        per_block = max(2, (4 << 20) // n)   # back-to-back exchanges per timed block (~4 MiB of traffic)
-        ts: list[float] = []
-        for k in range(20):
-            comm.Barrier()
-            t0 = MPI.Wtime()
-            if peer is not None:
-                for _ in range(per_block):
-                    comm.Sendrecv(a, peer, 3, b, peer, 3)
-            dt = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX) / per_block
-            if k >= 1:
-                ts.append(dt)
-            if len(ts) >= 5 and sum(ts) * per_block > 0.5:
-                break
-        times[n] = ts
+    times = _step_times(comm, peer, peer)
+    # -- ring steps: every host sends to the next at once ------------------------------------------------------
+    ring_times = None
+    if ring and len(ring) >= 3:
+        pos = ring.index(rank)
+        ring_times = _step_times(comm, ring[(pos + 1) % len(ring)], ring[pos - 1])
     if rank == 0:
-        def typical(v):
-            v = sorted(v)
-            return float(np.median(v[:max(1, (len(v) + 1) // 2)]))
-
-        med = {n: typical(v) for n, v in times.items()}
+        med = {n: _typical(v) for n, v in times.items()}
         fit = {n: t for n, t in med.items() if FIT_RANGE_BYTES[0] <= n <= FIT_RANGE_BYTES[1]}
         x = np.array(list(fit), dtype=float)
         y = np.array(list(fit.values()))
@@ -117,6 +145,9 @@ def _program(out: str, pairs: list[list[int]]) -> None:  # pragma: no cover - ru
                "sizes": [int(n) for n in med], "times_s": list(med.values()),
                "rate_Bps": float(1.0 / slope) if slope > 0 else None, "latency_s": float(max(intercept, 0.0)),
                "mpi_library": MPI.Get_library_version().splitlines()[0].strip()}
+        if ring_times is not None:
+            doc["ring_sizes"] = [int(n) for n in ring_times]
+            doc["ring_times_s"] = [_typical(v) for v in ring_times.values()]
         from perfmodel.atomic import write_json_atomic
         write_json_atomic(out, doc)
 
@@ -128,7 +159,8 @@ def link_problems(doc: dict[str, Any], payload_Bps: float) -> list[str]:
     ``n / m`` exchanges of the next smaller size ``m`` (both by more than ``MONOTONE_TOLERANCE``; a larger
     message can be sent as smaller ones, and the cost per byte falls with the size). Any of them means
     that something else on this machine disturbed part of the measurement, and the spec's per-size
-    profile would carry the disturbance into every collective step of that size. Seen: 4 hosts, 1 Gbit/s,
+    profile would carry the disturbance into every collective step of that size. The ring steps' profile,
+    where measured, is checked for the same two monotonicity rules. Seen: 4 hosts, 1 Gbit/s,
     5 ms, two-level, a fitted 1.30 Gbit/s (ring at 1 MiB 81 % off; emulated run of 2026-11-21); 2 hosts,
     1 Gbit/s, 50 us, 1 MiB exchanges at 2.98 times the 512 KiB ones (recursive doubling at 1 MiB +55 %,
     halving-doubling -41 %; run of 2026-11-22). Returns one line per problem (empty: consistent)."""
@@ -139,14 +171,15 @@ def link_problems(doc: dict[str, Any], payload_Bps: float) -> list[str]:
     elif rate > RATE_TOLERANCE * payload_Bps:
         out.append(f"fitted rate {rate * 8 / 1e9:.3g} Gbit/s above the line's {payload_Bps * 8 / 1e9:.3g} Gbit/s "
                    "of TCP payload")
-    sizes, times = list(doc.get("sizes") or []), list(doc.get("times_s") or [])
-    for (n0, t0), (n1, t1) in zip(zip(sizes, times), zip(sizes[1:], times[1:])):
-        if t0 > MONOTONE_TOLERANCE * t1:
-            out.append(f"exchanges of {n0 >> 10} KiB took {t0 * 1e3:.1f} ms, longer than those of {n1 >> 10} KiB "
-                       f"({t1 * 1e3:.1f} ms)")
-        if t1 > MONOTONE_TOLERANCE * (n1 / n0) * t0:
-            out.append(f"exchanges of {n1 >> 10} KiB took {t1 * 1e3:.1f} ms, more than {n1 / n0:g} times those of "
-                       f"{n0 >> 10} KiB ({t0 * 1e3:.1f} ms)")
+    for what, sk, tk in (("exchanges", "sizes", "times_s"), ("ring steps", "ring_sizes", "ring_times_s")):
+        sizes, times = list(doc.get(sk) or []), list(doc.get(tk) or [])
+        for (n0, t0), (n1, t1) in zip(zip(sizes, times), zip(sizes[1:], times[1:])):
+            if t0 > MONOTONE_TOLERANCE * t1:
+                out.append(f"{what} of {n0 >> 10} KiB took {t0 * 1e3:.1f} ms, longer than those of {n1 >> 10} KiB "
+                           f"({t1 * 1e3:.1f} ms)")
+            if t1 > MONOTONE_TOLERANCE * (n1 / n0) * t0:
+                out.append(f"{what} of {n1 >> 10} KiB took {t1 * 1e3:.1f} ms, more than {n1 / n0:g} times those "
+                           f"of {n0 >> 10} KiB ({t0 * 1e3:.1f} ms)")
     return out
 
 
@@ -159,8 +192,9 @@ def exchange_pairs(hosts: int) -> list[tuple[int, int]]:
 def measure_link(state: dict[str, Any], src: int, dst: int, timeout_s: float = 240.0) -> dict[str, Any]:
     """Run the calibration on every host of the (up) cluster ``state``, one rank per host: small-message
     ping-pong between hosts ``src`` and ``dst``, exchanges between the pairs of :func:`exchange_pairs` (all
-    at once, as every host communicates in each step of a collective). Returns the document of
-    :func:`_program` plus ``hosts`` (the ping pair) and ``pairs``.
+    at once, as every host communicates in each step of a collective) and, on 3 or more hosts, ring steps
+    (host ``h`` sends to ``h + 1``). Returns the document of :func:`_program` plus ``hosts`` (the ping pair)
+    and ``pairs``.
 
     Raises
     ------
@@ -174,9 +208,10 @@ def measure_link(state: dict[str, Any], src: int, dst: int, timeout_s: float = 2
     order = [src, dst] + [h for h in range(n) if h not in (src, dst)]   # rank r runs on host order[r]
     rank_of = {h: r for r, h in enumerate(order)}
     pairs = [[rank_of[a], rank_of[b]] for a, b in exchange_pairs(n)]
+    ring = [rank_of[h] for h in range(n)]   # the ring of hosts 0 -> 1 -> ... -> n-1 -> 0, as ranks
     with tempfile.TemporaryDirectory(prefix="ttt-cluster-measure-") as tmp:
         out = os.path.join(tmp, "link.json")
-        prog = [sys.executable, "-m", "executor.cluster.measure", out, json.dumps(pairs)]
+        prog = [sys.executable, "-m", "executor.cluster.measure", out, json.dumps(pairs), json.dumps(ring)]
         cmd, extra = mpiexec_command(prog, n, tmp, hosts=order, ranks_per_host=1, state=state)
         env = {**os.environ, **extra, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -207,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs under
     argv = sys.argv[1:] if argv is None else argv
     from executor.mpi_utils import run_guarded
 
-    run_guarded(_program, argv[0], json.loads(argv[1]) if len(argv) > 1 else [[0, 1]])
+    run_guarded(_program, argv[0], json.loads(argv[1]) if len(argv) > 1 else [[0, 1]],
+                json.loads(argv[2]) if len(argv) > 2 else None)
     return 0
 
 

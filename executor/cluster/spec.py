@@ -13,6 +13,9 @@ What the spec says
   (64 KiB-16 MiB), of which ``link_Gbps`` and ``latency_us`` are the straight-line fit from 256 KiB to
   8 MiB; the collective models add what the measurement differs from the line at each step's message size
   (:func:`perfmodel.network.exchange_residual_s`).
+- ``[network.ring_profile]`` (with a measurement on 3 or more hosts): the calibration's typical time of one
+  ring step per size (every host sends to the next at once); the models price the steps that are a shift,
+  not an exchange (the ring's), at it (:func:`perfmodel.network.ring_residual_s`).
 - ``[network.topology]``: ``single-switch`` with ``ports = hosts``, or ``fat-tree`` with ``nodes_per_leaf =
   hosts_per_switch`` and ``uplinks_per_leaf = uplink_gbps / link_gbps`` (its oversubscription follows).
   APPROXIMATION: the spec has one latency for every host pair; with ``--uplink-latency-us > 0`` pairs on
@@ -169,7 +172,8 @@ def _unmeasured_delay_s(cfg: ClusterConfig, measured: dict[str, Any]) -> float:
 
 def exchange_profile_lines(cfg: ClusterConfig, measured: dict[str, Any] | None) -> tuple[list[str], dict[str, str]]:
     """The ``[network.exchange_profile]`` table (TOML lines) and its sources: the link calibration's typical
-    exchange time per size (empty without a measurement with per-size times). With a longer path than the
+    exchange time per size (empty without a measurement with per-size times); with the calibration's ring
+    steps (3 or more hosts), the ``[network.ring_profile]`` table after it, as measured. With a longer path than the
     measured pairs' (uplink delays > 0), every time carries the same ``3 x`` extra delay as ``latency_us``,
     so that the spec's line stays the straight line through the table."""
     if not measured or not measured.get("sizes") or not measured.get("times_s") or not measured.get("rate_Bps"):
@@ -183,7 +187,16 @@ def exchange_profile_lines(cfg: ClusterConfig, measured: dict[str, Any] | None) 
            + ", ".join(f"{x}-{y}" for x, y in measured.get("pairs", [])) + " at once, per size "
            "(executor/cluster/measure.py: calibration of the emulated link)"
            + (f", plus 3 x {extra_s / 3 * 1e6:g} us (the longest path's extra configured delay)" if extra_s else ""))
-    return lines, {"network.exchange_profile.bytes": "the sizes " + how, "network.exchange_profile.seconds": how}
+    src = {"network.exchange_profile.bytes": "the sizes " + how, "network.exchange_profile.seconds": how}
+    rsizes, rtimes = measured.get("ring_sizes"), measured.get("ring_times_s")
+    if rsizes and rtimes:
+        lines += ["", "[network.ring_profile]", f"bytes = [{', '.join(str(int(n)) for n in rsizes)}]",
+                  f"seconds = [{', '.join(_num(float(t)) for t in rtimes)}]"]
+        rhow = (f"measured at bring-up: typical time of one ring step (every host sends to the next and receives "
+                f"from the previous at once, hosts 0 -> 1 -> ... -> {cfg.hosts - 1} -> 0, one MPI Sendrecv "
+                "each), per size (executor/cluster/measure.py: calibration of the emulated link)")
+        src.update({"network.ring_profile.bytes": "the sizes " + rhow, "network.ring_profile.seconds": rhow})
+    return lines, src
 
 
 def _measured_or_default(cfg: ClusterConfig, measured: dict[str, Any] | None) -> tuple[float, float, str, str]:
