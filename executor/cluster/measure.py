@@ -24,10 +24,9 @@ Method
 - Ring steps (3 or more hosts): every host sends ``n`` bytes to the next host and receives ``n`` from the
   previous one (hosts in index order, one ``Sendrecv`` each: the step of the ring allreduce), for the same
   sizes, timed the same way (``ring_sizes``, ``ring_times_s``: the spec's ``[network.ring_profile]``). Why:
-  a shift and an exchange of the same size cost differently over TCP (at 4 hosts and 5 ms per link a
-  256 KiB ring step took 23-25 ms inside the ring allreduce, the pairwise exchange 27-28 ms; at 8 hosts on
-  2 cores the ring, a chain of dependent ranks, is slower than independent pairs), so the models price
-  the ring's steps from this measurement (:func:`perfmodel.network.ring_residual_s`).
+  a shift and an exchange of the same size cost differently over TCP, so the models price the ring's
+  steps from this measurement (:func:`perfmodel.network.ring_residual_s`, with what that did to the
+  predictions).
 
 Why: the system spec of the emulated cluster (:mod:`executor.cluster.spec`) records ``rate`` and
 ``latency`` as its ``link_Gbps`` and ``latency_us``: the alpha-beta parameters of one exchange step as the
