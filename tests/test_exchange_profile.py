@@ -51,6 +51,17 @@ def test_the_spec_carries_the_measured_profile(tmp_path, monkeypatch):
     assert s0.network.exchange_profile == () and exchange_residual_s(s0.network) == ()
 
 
+def rewrite_table(path, table: str, edit: str) -> None:
+    """Replace the body of ``[table]`` in the spec file ``path`` by ``edit`` (its ``bytes`` line kept when
+    ``edit`` has none)."""
+    text = open(path, encoding="utf-8").read()
+    head, rest = text.split(f"[{table}]\n", 1)
+    body, tail = rest.split("\n\n", 1)
+    if "bytes" not in edit:
+        edit = body.splitlines()[0] + "\n" + edit
+    open(path, "w", encoding="utf-8").write(head + f"[{table}]\n" + edit + "\n\n" + tail)
+
+
 @pytest.mark.parametrize("edit, field", [
     ('seconds = [0.02, 0.03]', "exchange_profile.seconds"),                 # one time per size
     ('bytes = [1024]\nseconds = [0.02]', "exchange_profile.bytes"),           # at least two sizes
@@ -59,15 +70,9 @@ def test_the_spec_carries_the_measured_profile(tmp_path, monkeypatch):
 ])
 def test_a_bad_profile_is_one_clear_error(tmp_path, monkeypatch, edit, field):
     s = _emulated(tmp_path, monkeypatch, [_line(n) for n in SIZES])
-    path = s.source_file
-    text = open(path, encoding="utf-8").read()
-    head, rest = text.split("[network.exchange_profile]\n", 1)
-    body, tail = rest.split("\n\n", 1)
-    if "bytes" not in edit:
-        edit = body.splitlines()[0] + "\n" + edit
-    open(path, "w", encoding="utf-8").write(head + "[network.exchange_profile]\n" + edit + "\n\n" + tail)
+    rewrite_table(s.source_file, "network.exchange_profile", edit)
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
-        load_system(path)
+        load_system(s.source_file)
 
 
 @pytest.mark.parametrize("algorithm, steps", [("ring", 6), ("recursive_doubling", 2), ("halving_doubling", 4)])

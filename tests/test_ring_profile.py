@@ -17,6 +17,7 @@ from executor.cluster.plan import ClusterConfig
 from hardware.catalog import load_system
 from hardware.errors import SpecError
 from perfmodel.network import collective_profile, reduce_gamma_s_per_B
+from tests.test_exchange_profile import rewrite_table
 
 RATE, LAT = 1.1e8, 0.0248            # the exchange profile's fitted line: 24.8 ms + n / 110 MB/s
 SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20]
@@ -109,15 +110,9 @@ def test_the_disk_cache_keeps_the_ring_steps(tmp_path, monkeypatch):
 ])
 def test_a_bad_ring_profile_is_one_clear_error(tmp_path, monkeypatch, edit, field):
     s = _emulated(tmp_path, monkeypatch)
-    path = s.source_file
-    text = open(path, encoding="utf-8").read()
-    head, rest = text.split("[network.ring_profile]\n", 1)
-    body, tail = rest.split("\n\n", 1)
-    if "bytes" not in edit:
-        edit = body.splitlines()[0] + "\n" + edit
-    open(path, "w", encoding="utf-8").write(head + "[network.ring_profile]\n" + edit + "\n\n" + tail)
+    rewrite_table(s.source_file, "network.ring_profile", edit)
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
-        load_system(path)
+        load_system(s.source_file)
 
 
 def test_link_problems_checks_the_ring_steps_too():

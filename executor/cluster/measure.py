@@ -88,14 +88,6 @@ def _step_times(comm, right: int | None, left: int | None, sizes=SIZES) -> dict[
     return times
 
 
-def _typical(v: list[float]) -> float:
-    """Median of the fastest half (:func:`executor.bench_compute.typical`'s statistic)."""
-    import numpy as np
-
-    v = sorted(v)
-    return float(np.median(v[:max(1, (len(v) + 1) // 2)]))
-
-
 def _program(out: str, pairs: list[list[int]],
              ring: list[int] | None = None) -> None:  # pragma: no cover - runs under mpiexec (cluster tests)
     import numpy as np
@@ -134,7 +126,9 @@ def _program(out: str, pairs: list[list[int]],
         pos = ring.index(rank)
         ring_times = _step_times(comm, ring[(pos + 1) % len(ring)], ring[pos - 1])
     if rank == 0:
-        med = {n: _typical(v) for n, v in times.items()}
+        from executor.bench_compute import typical
+
+        med = {n: typical(v) for n, v in times.items()}
         fit = {n: t for n, t in med.items() if FIT_RANGE_BYTES[0] <= n <= FIT_RANGE_BYTES[1]}
         x = np.array(list(fit), dtype=float)
         y = np.array(list(fit.values()))
@@ -146,7 +140,7 @@ def _program(out: str, pairs: list[list[int]],
                "mpi_library": MPI.Get_library_version().splitlines()[0].strip()}
         if ring_times is not None:
             doc["ring_sizes"] = [int(n) for n in ring_times]
-            doc["ring_times_s"] = [_typical(v) for v in ring_times.values()]
+            doc["ring_times_s"] = [typical(v) for v in ring_times.values()]
         from perfmodel.atomic import write_json_atomic
         write_json_atomic(out, doc)
 
