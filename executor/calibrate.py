@@ -45,7 +45,9 @@ What is measured and fitted
 
 3. The executor's per-iteration overheads (EMPIRICAL terms, :class:`hardware.specs.ExecutorOverheads`):
    the optimizer's per-kernel launch cost fitted to measured ``step()`` + ``zero_grad()`` times of SGD
-   and LARS against the optimizer cost models; the gradient bucketer's fixed and per-layer costs from
+   and LARS against the optimizer cost models, and per rank count sharing the host the memory traffic of
+   the same steps taken by all ranks at once (``[calibration.optimizer_traffic]``,
+   :func:`fit_optimizer_sharing`); the gradient bucketer's fixed and per-layer costs from
    measured (forward + backward + ``finish()``) with and without it, after subtracting the bucket copies
    priced at the measured memory bandwidth; the per-step cost of fetching a batch.
 
@@ -96,7 +98,8 @@ from hardware.errors import ConfigError, ToolkitError
 __all__ = [
     "BenchFailed", "run_benchmark", "run_allreduce_samples", "QUICK", "FULL", "CalibrationPlan",
     "closed_form_coefficients", "fit_closed_form", "fit_linear_profile", "fit_collectives",
-    "fit_compute", "fit_kernel_launch", "fit_bucketer", "fit_loop_compute", "compute_step_tail",
+    "fit_compute", "fit_kernel_launch", "fit_optimizer_sharing", "fit_bucketer", "fit_loop_compute",
+    "compute_step_tail",
     "loop_hook_overhead_s", "measure_loop_reference", "merge_compute_docs", "combine_sessions", "normalise_raw",
     "measure_calibration", "fit_calibration", "calibrate", "render_system_toml",
     "render_device_toml", "write_spec", "typical_rows", "FIT_ALGORITHMS",
@@ -543,6 +546,59 @@ def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_
     return {"kernel_launch_s": launch, "optimizer_traffic_scale": scale, "rows": out, **_residuals(pred, meas)}
 
 
+def fit_optimizer_sharing(rows_by_share: Mapping[int, Sequence[Mapping[str, Any]]], kernel_launch_s: float,
+                          peak_flops: float, mem_bw_Bps: float, efficiency: float = 0.5) -> dict[str, Any]:
+    """Memory-traffic scale of the optimizer step per number ``k`` of ranks stepping at once (k > 1), with
+    the per-kernel launch cost held at ``kernel_launch_s`` (fitted at one rank): ``measured = scale_k *
+    model(launch=0, bandwidth = mem_bw / k) + kernels * launch``, least squares on the relative error over the
+    rows measured with ``k`` ranks (``model``, ``optimizer``, ``step_s`` = the slowest rank's typical step).
+
+    Why: k ranks on one host do not each get 1/k of the one-rank bandwidth: the optimizer's passes are not
+    all bandwidth-bound, and ranks that step at once interleave differently than one process with every
+    core. Measured here (AlexNet SGD, barrier-synchronised steps of 2 ranks with one thread each against one
+    rank with two): 1.3-1.9 x the one-rank step, not 2 x; in the executor's loop at 2 ranks 1.65 x.
+
+    Only shares with a memory-bound row (launch-free model at least the launch cost, as in
+    :func:`fit_kernel_launch`) get a scale: a launch-bound optimizer says nothing about the traffic. Returns
+    ``{"scale": {k: scale_k}, "rows": [...]}`` (the rows with ``share``, ``predicted_s`` and ``rel_err``)."""
+    from perfmodel.optimizers import optimizer_cost
+    from perfmodel.workload import load_workload
+
+    scales: dict[int, float] = {}
+    out: list[dict[str, Any]] = []
+    for k, rows in sorted(rows_by_share.items()):
+        k = int(k)
+        if k < 2 or not rows:
+            continue
+        base, kern, meas = [], [], []
+        for r in rows:
+            table = load_workload(r["model"])
+
+            def cost(launch: float) -> float:
+                return optimizer_cost(r["optimizer"], table, per_device_batch=2, ranks=1,
+                                      peak_flops=peak_flops / k, efficiency=efficiency, mem_bw_Bps=mem_bw_Bps / k,
+                                      comm=lambda *a: 0.0, options={"launch_overhead_s": launch}).total_s
+            c0 = cost(0.0)
+            base.append(c0)
+            kern.append(cost(1.0) - c0)
+            meas.append(float(r["step_s"]))
+        base, kern, meas = np.array(base), np.array(kern), np.array(meas)
+        bound = base >= kern * kernel_launch_s
+        if not bound.any():
+            continue
+        w = 1.0 / meas[bound]
+        x, y = base[bound] * w, (meas[bound] - kern[bound] * kernel_launch_s) * w
+        scale = float(np.sum(x * y) / np.sum(x * x))
+        if not np.isfinite(scale) or scale <= 0:
+            continue
+        scales[k] = scale
+        for r, b, kk, m in zip(rows, base, kern, meas):
+            pr = scale * b + kk * kernel_launch_s
+            out.append({**r, "share": k, "memory_bound": bool(b >= kk * kernel_launch_s),
+                        "predicted_s": float(pr), "rel_err": float(pr / m - 1.0)})
+    return {"scale": scales, "rows": out}
+
+
 def fit_bucketer(rows: Sequence[Mapping[str, Any]], mem_bw_Bps: float) -> dict[str, Any]:
     """Fixed and per-layer cost of the gradient bucketer from measured overheads (``overhead_s``,
     ``grad_layers``, ``param_bytes``), after the bucket copies (6 bytes moved per gradient byte at
@@ -900,11 +956,13 @@ def measure_calibration(plan: CalibrationPlan = FULL, *, progress: Callable[[str
             args = ["--models", ",".join(models), "--batches", "1", "--model-batches", mb, "--layer-batches",
                     "none", "--repeats", str(plan.repeats), "--gemm-n", str(plan.gemm_n), "--memory-mb",
                     str(plan.memory_mb), "--json", "--quiet"]
+            # the optimizer steps at every rank count (k ranks stepping at once share the memory system:
+            # fit_optimizer_sharing); the bucketer's costs at one rank only
+            args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models)]
             if k == 1:
-                args += ["--optimizers", "sgd,lars", "--aux-models", ",".join(plan.optimizer_models),
-                         "--bucketer-models", ",".join(m for m in plan.optimizer_models if m in BUCKETER_MODELS)]
+                args += ["--bucketer-models", ",".join(m for m in plan.optimizer_models if m in BUCKETER_MODELS)]
             else:
-                args += ["--optimizers", "none", "--no-bucketer"]
+                args += ["--no-bucketer"]
             if plan.kfac and rnd == 0:
                 args += ["--kfac", f"{plan.kfac[0]}:{plan.kfac[1]}"]
             say(f"bench compute (round {rnd + 1}/{plan.compute_rounds}): {k} rank(s) sharing {cores} cores, "
@@ -993,6 +1051,8 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
     cfit = fit_compute(points, peak, mem_bw, cores)
     opt_rows = list(base["optimizers"])
     kfit = fit_kernel_launch(opt_rows, peak, mem_bw)
+    sfit = fit_optimizer_sharing({k: doc.get("optimizers", []) for k, doc in merged.items()},
+                                 kfit["kernel_launch_s"], peak, mem_bw)
     bfit = fit_bucketer(base["bucketer"], mem_bw)
 
     rows: list[dict[str, Any]] = []
@@ -1036,6 +1096,7 @@ def fit_calibration(plan: CalibrationPlan, sessions: Sequence[Mapping[str, Any]]
         "overheads": {"step_s": step_s, "bucketer_s": bfit["bucketer_s"], "grad_hook_s": bfit["grad_hook_s"],
                       "kernel_launch_s": kfit["kernel_launch_s"],
                       "optimizer_traffic_scale": kfit["optimizer_traffic_scale"], "optimizer_fit": kfit,
+                      "optimizer_sharing": sfit,
                       "bucketer_fit": bfit},
         "sessions": len(sessions), "session_dates": [str(r.get("date", "?")) for r in sessions],
         "elapsed_s": float(last.get("elapsed_s", 0.0)),
@@ -1265,6 +1326,11 @@ def render_system_toml(report: Mapping[str, Any], device_ref: str, system_id: st
               lambda k: f"{when}: EMPIRICAL, compute inside the executor's loop over bench compute with {k} rank(s): "
                         "a real run of the loop reference (its bucketer hooks removed) over the same model and "
                         "batch benchmarked, speed-probe normalised, median over the sessions")
+    per_ranks("optimizer_traffic", ((report.get("overheads") or {}).get("optimizer_sharing") or {}).get("scale")
+              or {}, 1.0,
+              lambda k: f"{when}: EMPIRICAL, the optimizer step's memory traffic over the cost models' count with {k} "
+                        "ranks stepping at once (each at its share of the bandwidth; launch cost as at one rank): "
+                        "step() + zero_grad() of the memory-bound optimizer rows, barrier-synchronised")
     for k, r in (report.get("kfac") or {}).items():
         key = f"calibration.kfac.ranks_{int(k)}"
         lines += ["", f"[{key}]", f"model = {_s(r['model'])}", f"per_rank_batch = {int(r['batch'])}",

@@ -220,6 +220,8 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                                     key_choices=CALIBRATED_ALGORITHMS, required=False),
         "jitter": MapOf(Leaf("float", ge=0, le=1), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "loop_compute": MapOf(Leaf("float", gt=0, le=10), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
+        "optimizer_traffic": MapOf(Leaf("float", gt=0, le=100), key_pattern=r"^ranks_[1-9][0-9]*$",
+                                   required=False),
         "step_tail": MapOf(Leaf("float", ge=1, le=10), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "kfac": MapOf(Table({"model": Leaf("str"), "per_rank_batch": Leaf("int", ge=1),
                              "factor_ms": Leaf("float", ge=0, le=1e7), "exchange_ms": Leaf("float", ge=0, le=1e7),
@@ -706,6 +708,7 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                                       optimizer_traffic_scale=float(ov.get("optimizer_traffic_scale", 1.0)))
     jitter = {int(k.split("_")[1]): float(v) for k, v in cal.get("jitter", {}).items()}
     loop = {int(k.split("_")[1]): float(v) for k, v in cal.get("loop_compute", {}).items()}
+    traffic = {int(k.split("_")[1]): float(v) for k, v in cal.get("optimizer_traffic", {}).items()}
     tail = {int(k.split("_")[1]): float(v) for k, v in cal.get("step_tail", {}).items()}
     probe = {int(k.split("_")[1]): float(v) * 1e-3 for k, v in cal.get("speed_probe_ms", {}).items()}
     probe_model = {int(k.split("_")[1]): FrozenMap({m: float(x) * 1e-3 for m, x in v.items()})
@@ -717,6 +720,7 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
     return Calibration(date=cal["date"], host=cal["host"], allreduce=FrozenMap(allreduce), overheads=overheads,
                        jitter_cv=FrozenMap(dict(sorted(jitter.items()))),
                        loop_compute_scale=FrozenMap(dict(sorted(loop.items()))),
+                       optimizer_traffic=FrozenMap(dict(sorted(traffic.items()))),
                        step_tail=FrozenMap(dict(sorted(tail.items()))),
                        speed_probe_s=FrozenMap(dict(sorted(probe.items()))),
                        speed_probe_model_s=FrozenMap(dict(sorted(probe_model.items()))),

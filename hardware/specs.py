@@ -548,6 +548,12 @@ class Calibration:
         training loop (dimensionless; measured / benchmarked forward + backward of a real run of a reference
         workload, :func:`executor.calibrate.fit_loop_compute`). The predictor multiplies every compute time
         at that sharing by it (:meth:`loop_compute_for`).
+    optimizer_traffic : Mapping[int, float]
+        Ranks sharing the device -> EMPIRICAL memory-traffic scale of the optimizer step when that many ranks
+        step at once, each at its share of the device's bandwidth (a calibration measures 2 or more; an
+        emulated cluster's spec carries the base's at ``k * H`` as its ``k``)
+        (:func:`executor.calibrate.fit_optimizer_sharing`); where not measured the one-rank
+        :attr:`ExecutorOverheads.optimizer_traffic_scale` applies (:meth:`optimizer_traffic_for`).
     step_tail : Mapping[int, float]
         Ranks sharing the device -> EMPIRICAL ratio (>= 1) of a step's mean time to its typical time (the
         median of the fastest half of repetitions, what every calibrated time is). A run's iteration time is
@@ -571,6 +577,7 @@ class Calibration:
     overheads: ExecutorOverheads | None = None
     jitter_cv: Mapping[int, float] = FrozenMap()
     loop_compute_scale: Mapping[int, float] = FrozenMap()
+    optimizer_traffic: Mapping[int, float] = FrozenMap()
     step_tail: Mapping[int, float] = FrozenMap()
     speed_probe_s: Mapping[int, float] = FrozenMap()
     speed_probe_model_s: Mapping[int, Mapping[str, float]] = FrozenMap()
@@ -597,6 +604,15 @@ class Calibration:
         exactly that sharing (1 where none was measured: the factor is a measured correction, not a curve
         to extrapolate)."""
         return _exact(self.loop_compute_scale, ranks_sharing)
+
+    def optimizer_traffic_for(self, ranks_sharing: float) -> float | None:
+        """Calibrated optimizer traffic scale with ``ranks_sharing`` ranks stepping at once on one device: the
+        measured value at exactly that sharing, None where none was measured (the caller falls back to the
+        one-rank scale)."""
+        if not float(ranks_sharing).is_integer():
+            return None
+        v = self.optimizer_traffic.get(int(ranks_sharing))
+        return None if v is None else float(v)
 
     def step_tail_for(self, ranks_sharing: float) -> float:
         """Calibrated mean over typical step time with ``ranks_sharing`` ranks per device: the measured value at

@@ -266,7 +266,10 @@ MALFORMED = [
     ("missing field", "devices", "xeon-phi-7250", [("cores = 68\n", "")], "cores", "<missing>"),
     ("negative bandwidth", "devices", "xeon-phi-7250", [("bw_GBps = 490", "bw_GBps = -490")],
      "memory.mcdram.bw_GBps", "-490"),
-    ("efficiency 1.5", "devices", "xeon-8160", [("eff_max = 0.7275", "eff_max = 1.5")], "efficiency.fp32.eff_max", "1.5"),
+    # the stored value is re-fitted by scripts/calibrate_published.py: edit it whatever it is (the rest of the
+    # line becomes a comment)
+    ("efficiency 1.5", "devices", "xeon-8160", [("eff_max = 0.", "eff_max = 1.5  # 0.")], "efficiency.fp32.eff_max",
+     "1.5"),
     ("unknown device", "systems", "dgx1-v100", [('device = "v100-sxm2"', 'device = "v100-sxm9"')],
      "node.device", "'v100-sxm9'"),
     ("string for number", "systems", "tsubame3", [("link_Gbps = 100", 'link_Gbps = "100"')],

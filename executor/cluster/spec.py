@@ -31,8 +31,9 @@ What the spec says
 - ``[calibration.overheads]``: the base system's executor overheads, when it has them (CPU costs of the
   training loop, not of the network); ``[calibration.speed_probe_ms]``: the base system's host speed probe
   at ``k * H`` ranks as the reference of ``k`` ranks per host (:mod:`executor.speed_probe`);
-  ``[calibration.loop_compute]``, ``[calibration.step_tail]`` and ``[calibration.jitter]``: the base's
-  in-loop compute factor, step tail and compute jitter at ``k * H`` ranks as those of ``k`` ranks per host
+  ``[calibration.loop_compute]``, ``[calibration.step_tail]``, ``[calibration.jitter]`` and
+  ``[calibration.optimizer_traffic]``: the base's in-loop compute factor, step tail, compute jitter and
+  optimizer traffic scale at ``k * H`` ranks as those of ``k`` ranks per host
   (the same training loop on the same shared CPU; before they were copied, the emulated iterations'
   compute was predicted 8 % (2 hosts) and 17 % (4 hosts) below what the same loop is predicted locally);
   ``[calibration.kfac]``: the base's measured K-FAC factor computation and inversion at ``k * H`` ranks as
@@ -287,6 +288,7 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
                 ("speed_probe_ms", cal.speed_probe_s, 1e3, "host speed probe"),
                 ("loop_compute", cal.loop_compute_scale, 1.0, "in-loop compute factor"),
                 ("step_tail", cal.step_tail, 1.0, "step tail (mean over typical step)"),
+                ("optimizer_traffic", cal.optimizer_traffic, 1.0, "optimizer traffic scale (ranks stepping at once)"),
                 ("jitter", cal.jitter_cv, 1.0, "compute jitter (CV)")):
             per_host = {k // H: v for k, v in values.items() if k % H == 0}
             if not per_host:
