@@ -6,6 +6,8 @@ Conventions
 - Each rank records, per iteration, wall seconds of: ``data_s`` (fetching the batch), ``forward_s``,
   ``backward_s`` (including the gradient hooks that fill buckets and launch allreduces),
   ``comm_wait_s`` (waiting for outstanding allreduces after backward = exposed communication),
+  ``copy_out_s`` (after the wait: averaging the buckets and copying them back into the gradients, executor
+  work that the cost models book with the bucketer's overheads, not as communication),
   ``comm_total_s`` (sum of the bucket allreduce durations, overlapped or not), ``optimizer_s`` (including
   K-FAC work), ``kfac_refresh_s`` (the part of ``optimizer_s`` spent refreshing factors/inverses) and
   ``iteration_s`` (the whole step).
@@ -25,7 +27,7 @@ __all__ = ["COMPONENTS", "summarise", "write_json_atomic", "load_measurement"]
 
 from perfmodel.atomic import write_json_atomic  # noqa: E402 - re-exported: the executor writes through it
 
-COMPONENTS = ("data_s", "forward_s", "backward_s", "comm_wait_s", "comm_total_s", "optimizer_s",
+COMPONENTS = ("data_s", "forward_s", "backward_s", "comm_wait_s", "copy_out_s", "comm_total_s", "optimizer_s",
               "kfac_refresh_s", "kfac_factor_s", "iteration_s")
 
 
@@ -67,6 +69,7 @@ def summarise(per_rank: Sequence[Sequence[Mapping[str, Any]]], global_batch: int
         "compute_s": mean("forward_s") + mean("backward_s") - mean("kfac_factor_s"),
         "forward_s": mean("forward_s"), "backward_s": mean("backward_s"),
         "comm_total_s": mean("comm_total_s"), "comm_exposed_s": mean("comm_wait_s"),
+        "copy_out_s": mean("copy_out_s"),
         "optimizer_s": mean("optimizer_s") + mean("kfac_factor_s"), "kfac_factor_s": mean("kfac_factor_s"),
         "kfac_refresh_s": mean("kfac_refresh_s"), "io_s": mean("data_s"),
     }

@@ -56,7 +56,10 @@ def _trace_events(rank: int, records: list[dict], t0: float) -> list[dict]:
         ev.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": tid, "args": {"name": name}})
     for rec in records:
         for key, label, tid in (("data", "data", 0), ("forward", "forward", 0), ("backward", "backward", 0),
-                                ("wait", "comm wait", 2), ("optimizer", "optimizer", 0)):
+                                ("wait", "comm wait", 2), ("copy_out", "average + copy out", 0),
+                                ("optimizer", "optimizer", 0)):
+            if key not in rec["spans"]:
+                continue
             s, e = rec["spans"][key]
             ev.append({"name": label, "ph": "X", "pid": rank, "tid": tid, "ts": (s - t0) * 1e6,
                        "dur": max(e - s, 0.0) * 1e6, "args": {"iteration": rec["iteration"]}})
@@ -176,12 +179,16 @@ def _train(spec: dict[str, Any], MPI) -> None:
         if lt:
             refresh = float(sum(v for k, v in lt.items() if k in ("factor_s", "reduce_scatter_s", "inversion_s")))
             factor = float(lt.get("factor_s", 0.0))  # spent inside forward/backward hooks
+        # finish(): the wait for the collectives, then averaging and copying back (executor work, not
+        # communication: the cost models book it with the bucketer's overheads)
+        t_wait = timing.waited_s if timing is not None and timing.waited_s is not None else t4
         rec = {"iteration": it, "warmup": it < warmup,
-               "data_s": t1 - t0, "forward_s": fwd, "backward_s": bwd, "comm_wait_s": t4 - t3,
+               "data_s": t1 - t0, "forward_s": fwd, "backward_s": bwd, "comm_wait_s": t_wait - t3,
+               "copy_out_s": t4 - t_wait,
                "comm_total_s": timing.comm_total_s if timing else 0.0, "optimizer_s": t5 - t4,
                "kfac_refresh_s": refresh, "kfac_factor_s": factor, "iteration_s": t5 - t0, "loss": float(loss.detach()) * per_rank / max(1, len(xs)),
                "spans": {"data": (t0, t1), "forward": (t1, t1 + fwd), "backward": (t1 + fwd, t3),
-                         "wait": (t3, t4), "optimizer": (t4, t5)},
+                         "wait": (t3, t_wait), "copy_out": (t_wait, t4), "optimizer": (t4, t5)},
                "buckets": [{"index": bt.index, "nbytes": bt.nbytes, "ready_s": bt.ready_s, "start_s": bt.start_s,
                             "end_s": bt.end_s} for bt in timing.buckets] if timing else []}
         if check_params:

@@ -50,8 +50,9 @@ Assumptions (each an approximation, marked):
 - On a CPU (or KNL) each rank's communication thread polls (and on one node copies and reduces) on the cores
   that compute the backward: with overlap on, the overlapped part of the bucket collectives' time (total
   less exposed) times one core's share of the rank's cores (:func:`_collective_cpu_share`, at most 1) is
-  added to the backward. With one core per rank or fewer (this machine's runs) overlap hides no
-  communication; with many cores per rank nearly all of it.
+  added to the backward, and to the collectives' total (their wall spans stretch as much while they share
+  the cores). With one core per rank or fewer (this machine's runs) overlap hides no communication; with
+  many cores per rank nearly all of it.
 - When the activations of the per-device batch do not fit in device memory, the batch is split into
   micro-batches with gradient accumulation; gradients are reduced once, overlapped with the last
   micro-batch's backward only.
@@ -382,9 +383,11 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
         comm_total, exposed = ov.comm_total_s, ov.comm_exposed_s
         if overlap and dev.kind != "gpu":
             # the communication thread polls (and copies, and reduces) on the cores of the backward it overlaps
+            # (both share the cores while they overlap: the collectives' wall spans stretch by as much)
             stolen = (comm_total - exposed) * _collective_cpu_share(system, share)
             bwd_layers = bwd_layers * (1.0 + stolen / np.maximum(bwd_last, 1e-30))[:, None]
             backward = backward + stolen
+            comm_total = comm_total + stolen
     else:
         comm_total = exposed = np.zeros_like(b)
     mem = fixed + micro * table.totals.act_bytes * _ACT_SCALE.get(precision, 1.0)

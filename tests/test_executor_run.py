@@ -43,8 +43,12 @@ def _check_measurement(m: dict, ranks: int, iterations: int, warmup: int) -> Non
         assert m["breakdown"]["comm_total_s"] > 0
     # the parts add up to (almost) the iteration: only loop bookkeeping (microseconds) is outside them
     for rec in m["records"][0]:
-        parts = rec["data_s"] + rec["forward_s"] + rec["backward_s"] + rec["comm_wait_s"] + rec["optimizer_s"]
+        parts = (rec["data_s"] + rec["forward_s"] + rec["backward_s"] + rec["comm_wait_s"] + rec["copy_out_s"]
+                 + rec["optimizer_s"])
         assert parts <= rec["iteration_s"] * (1 + 1e-9)
+        # finish() is the wait for the collectives, then the averaging and copies (none with one rank)
+        assert rec["comm_wait_s"] >= 0 and rec["copy_out_s"] >= 0
+        assert (rec["copy_out_s"] > 0) == (ranks > 1)
         assert rec["iteration_s"] - parts < max(0.1 * rec["iteration_s"], 2e-3)
     assert "torch" in m["software"] and "mpi_library" in m["software"]
 

@@ -39,3 +39,16 @@ def test_kfac_factor_time_is_booked_as_optimizer():
 def test_only_warmup_is_an_error():
     with pytest.raises(ValueError, match="no measured"):
         summarise([[rec(0.0, 0.05, 0.07, 0.0, 0.01, warmup=True)]], global_batch=32)
+
+
+def test_the_copies_after_the_wait_are_their_own_component():
+    """comm_exposed_s is the wait for the collectives alone; the averaging and copy back that follow it in
+    finish() are copy_out_s (the cost models book them with the bucketer's overheads)."""
+    def with_copy(r, copy):
+        return {**r, "copy_out_s": copy, "iteration_s": r["iteration_s"] + copy}
+    r0 = [with_copy(rec(0.0, 0.04, 0.06, 0.002, 0.005), 0.003)]
+    r1 = [with_copy(rec(0.0, 0.03, 0.05, 0.022, 0.006), 0.004)]
+    b = summarise([r0, r1], global_batch=64)["breakdown"]
+    assert b["comm_exposed_s"] == pytest.approx(0.002) and b["copy_out_s"] == pytest.approx(0.003)   # rank 0's
+    # older records without the split: 0
+    assert summarise([[rec(0.0, 0.04, 0.06, 0.002, 0.005)]], global_batch=8)["breakdown"]["copy_out_s"] == 0.0

@@ -219,8 +219,11 @@ def test_overlap_off_never_faster(kw):
     on = predict(cfg(epochs=1.0, **kw))
     off = predict(cfg(epochs=1.0, overlap=False, **kw))
     assert off.breakdown["comm_exposed_s"] == pytest.approx(off.breakdown["comm_total_s"], rel=1e-12)
-    assert off.breakdown["comm_total_s"] == pytest.approx(on.breakdown["comm_total_s"], rel=1e-12)
-    assert on.breakdown["comm_exposed_s"] < on.breakdown["comm_total_s"]
+    if load_system(kw["system"]).device.kind == "gpu":
+        assert off.breakdown["comm_total_s"] == pytest.approx(on.breakdown["comm_total_s"], rel=1e-12)
+    else:   # on a CPU the overlapped collectives share the cores with the backward: their spans stretch
+        assert on.breakdown["comm_total_s"] > off.breakdown["comm_total_s"]
+    assert on.breakdown["comm_exposed_s"] < off.breakdown["comm_total_s"]
     assert off.iteration_s > on.iteration_s
     assert off.time_to_train_s > on.time_to_train_s
 

@@ -147,7 +147,7 @@ def test_background_traffic_increases_communication():
     # one rank per node, ring: every step's bottleneck is a node's 100 Gb/s link to its leaf switch, shared
     # with the background -> the network term of the ring's cost scales by 100 / (100 - X) while X is below
     # the fair share (50), and by 2 once the background demands more; latency and reduction are unchanged
-    knl = _cfg("stampede2-knl", 8, 512, allreduce="ring")
+    knl = _cfg("stampede2-knl", 8, 512, allreduce="ring", overlap=False)   # spans not stretched by compute
     base = simulate(knl, iterations=2)
     s = load_system("stampede2-knl")
     prof, gamma_part = collective_profile(s, 8, 1, "ring"), 7 / 8 * reduce_gamma_s_per_B(s)

@@ -99,9 +99,10 @@ class IterationTiming:
     """Timings of one backward + ``finish()`` (``time.perf_counter()`` seconds).
 
     ``first_ready_s`` / ``last_ready_s``: first and last parameter gradient ready (``last_ready_s`` is the
-    end of backward as far as gradients go); ``finish_s``: when ``finish()`` was called; ``done_s``: when
-    averaged gradients were back in ``param.grad``. ``comm_exposed_s = done_s - last_ready_s`` includes the
-    final division and copies.
+    end of backward as far as gradients go); ``finish_s``: when ``finish()`` was called; ``waited_s``: when
+    every bucket's collective had completed (None: not recorded); ``done_s``: when averaged gradients were
+    back in ``param.grad``. ``comm_exposed_s = done_s - last_ready_s`` includes the final division and
+    copies, which ``copy_out_s`` (``done_s - waited_s``) measures alone.
     """
 
     first_ready_s: float
@@ -109,6 +110,7 @@ class IterationTiming:
     finish_s: float
     done_s: float
     buckets: tuple[BucketTiming, ...] = field(default_factory=tuple)
+    waited_s: float | None = None
 
     @property
     def comm_total_s(self) -> float:
@@ -119,6 +121,12 @@ class IterationTiming:
     def comm_exposed_s(self) -> float:
         """Seconds from the last ready gradient until the averaged gradients were in place (>= 0)."""
         return max(self.done_s - self.last_ready_s, 0.0)
+
+    @property
+    def copy_out_s(self) -> float:
+        """Seconds of ``finish()`` after the collectives: averaging and copying back into ``param.grad``
+        (0 when ``waited_s`` was not recorded)."""
+        return 0.0 if self.waited_s is None else max(self.done_s - self.waited_s, 0.0)
 
 
 def parameter_groups(model: nn.Module, granularity: str = "module") -> list[list[nn.Parameter]]:
@@ -336,6 +344,7 @@ class GradientBucketer:
                 self._handles[k] = self.engine.run(f)
         for h in self._handles:
             h.wait(self.timeout_s)
+        waited_s = time.perf_counter()
         scale = 1.0 / self.world_size
         for k, ps in enumerate(self.bucket_params):
             f = self._flat[k]
@@ -357,7 +366,7 @@ class GradientBucketer:
         first = self._first_ready if self._first_ready is not None else finish_s
         last = self._last_ready if self._last_ready is not None else finish_s
         timing = IterationTiming(first_ready_s=first, last_ready_s=last, finish_s=finish_s, done_s=done_s,
-                                 buckets=buckets)
+                                 buckets=buckets, waited_s=waited_s)
         self.history.append(timing)
         self._reset()
         return timing
