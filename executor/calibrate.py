@@ -495,6 +495,27 @@ def fit_compute(points: Sequence[Mapping[str, Any]], peak_flops: float, mem_bw_B
             "generic_max_abs_rel_err": float(np.max(np.abs(generic_err)))}
 
 
+def _optimizer_model_terms(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_bw_Bps: float,
+                           efficiency: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (``model``, ``optimizer``) the optimizer cost model's launch-free step (s) and its kernel count
+    (the step's growth per second of launch cost), one rank at ``peak_flops`` and ``mem_bw_Bps``."""
+    from perfmodel.optimizers import optimizer_cost
+    from perfmodel.workload import load_workload
+
+    base, kern = [], []
+    for r in rows:
+        table = load_workload(r["model"])
+
+        def cost(launch: float) -> float:
+            return optimizer_cost(r["optimizer"], table, per_device_batch=2, ranks=1, peak_flops=peak_flops,
+                                  efficiency=efficiency, mem_bw_Bps=mem_bw_Bps, comm=lambda *a: 0.0,
+                                  options={"launch_overhead_s": launch}).total_s
+        c0 = cost(0.0)
+        base.append(c0)
+        kern.append(cost(1.0) - c0)
+    return np.array(base), np.array(kern)
+
+
 def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_bw_Bps: float,
                       efficiency: float = 0.5) -> dict[str, Any]:
     """Per-kernel launch cost (s) and memory-traffic scale that make the optimizer cost models match measured
@@ -507,24 +528,11 @@ def fit_kernel_launch(rows: Sequence[Mapping[str, Any]], peak_flops: float, mem_
     memory-bound row whenever its traffic is underestimated by as much as the scale corrects (AlexNet's
     steps are about 3.4 x the models' minimum traffic here, so their launch-free model is 29 % of them).
     ``rows``: ``model``, ``optimizer``, ``step_s`` (one rank)."""
-    from perfmodel.optimizers import optimizer_cost
-    from perfmodel.workload import load_workload
-
     if not rows:
         return {"kernel_launch_s": 0.0, "optimizer_traffic_scale": 1.0, "rows": []}
-    base, kern, meas, out = [], [], [], []
-    for r in rows:
-        table = load_workload(r["model"])
-
-        def cost(launch: float) -> float:
-            return optimizer_cost(r["optimizer"], table, per_device_batch=2, ranks=1, peak_flops=peak_flops,
-                                  efficiency=efficiency, mem_bw_Bps=mem_bw_Bps, comm=lambda *a: 0.0,
-                                  options={"launch_overhead_s": launch}).total_s
-        c0 = cost(0.0)
-        base.append(c0)
-        kern.append(cost(1.0) - c0)
-        meas.append(float(r["step_s"]))
-    base, kern, meas = np.array(base), np.array(kern), np.array(meas)
+    out = []
+    base, kern = _optimizer_model_terms(rows, peak_flops, mem_bw_Bps, efficiency)
+    meas = np.array([float(r["step_s"]) for r in rows])
     w = 1.0 / meas
     scale = 1.0
     has_kernels = kern > 0
@@ -561,28 +569,14 @@ def fit_optimizer_sharing(rows_by_share: Mapping[int, Sequence[Mapping[str, Any]
     Only shares with a memory-bound row (launch-free model at least the launch cost, as in
     :func:`fit_kernel_launch`) get a scale: a launch-bound optimizer says nothing about the traffic. Returns
     ``{"scale": {k: scale_k}, "rows": [...]}`` (the rows with ``share``, ``predicted_s`` and ``rel_err``)."""
-    from perfmodel.optimizers import optimizer_cost
-    from perfmodel.workload import load_workload
-
     scales: dict[int, float] = {}
     out: list[dict[str, Any]] = []
     for k, rows in sorted(rows_by_share.items()):
         k = int(k)
         if k < 2 or not rows:
             continue
-        base, kern, meas = [], [], []
-        for r in rows:
-            table = load_workload(r["model"])
-
-            def cost(launch: float) -> float:
-                return optimizer_cost(r["optimizer"], table, per_device_batch=2, ranks=1,
-                                      peak_flops=peak_flops / k, efficiency=efficiency, mem_bw_Bps=mem_bw_Bps / k,
-                                      comm=lambda *a: 0.0, options={"launch_overhead_s": launch}).total_s
-            c0 = cost(0.0)
-            base.append(c0)
-            kern.append(cost(1.0) - c0)
-            meas.append(float(r["step_s"]))
-        base, kern, meas = np.array(base), np.array(kern), np.array(meas)
+        base, kern = _optimizer_model_terms(rows, peak_flops / k, mem_bw_Bps / k, efficiency)
+        meas = np.array([float(r["step_s"]) for r in rows])
         bound = base >= kern * kernel_launch_s
         if not bound.any():
             continue
@@ -592,10 +586,10 @@ def fit_optimizer_sharing(rows_by_share: Mapping[int, Sequence[Mapping[str, Any]
         if not np.isfinite(scale) or scale <= 0:
             continue
         scales[k] = scale
-        for r, b, kk, m in zip(rows, base, kern, meas):
+        for r, b, kk, m, mb in zip(rows, base, kern, meas, bound):
             pr = scale * b + kk * kernel_launch_s
-            out.append({**r, "share": k, "memory_bound": bool(b >= kk * kernel_launch_s),
-                        "predicted_s": float(pr), "rel_err": float(pr / m - 1.0)})
+            out.append({**r, "share": k, "memory_bound": bool(mb), "predicted_s": float(pr),
+                        "rel_err": float(pr / m - 1.0)})
     return {"scale": scales, "rows": out}
 
 

@@ -233,6 +233,15 @@ def _optimizer_bw_Bps(system: SystemSpec, share: float) -> float:
     return system.device.memory_bw_Bps / share / traffic
 
 
+def overlap_stretch_s(system: SystemSpec, share: float, overlap: bool, comm_total_s, comm_exposed_s):
+    """Seconds that overlapped bucket collectives take from the backward on a CPU (0 on a GPU or without
+    overlap): their overlapped time (total less exposed) times :func:`_collective_cpu_share`. The backward
+    grows by it, and so do the collectives' wall spans (both share the cores while they overlap)."""
+    if not overlap or system.device.kind == "gpu":
+        return np.zeros_like(np.asarray(comm_total_s, dtype=float))
+    return (np.asarray(comm_total_s) - np.asarray(comm_exposed_s)) * _collective_cpu_share(system, share)
+
+
 def _collective_cpu_share(system: SystemSpec, share: float) -> float:
     """Share (0..1) of a rank's cores that its communication thread takes from the backward while a bucket
     collective runs: one core's worth out of the rank's ``cores / share`` (at most all of them). MPI's
@@ -381,13 +390,11 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     if n_buckets and ranks > 1:
         ov = overlap_schedule(bwd_layers[:, ::-1], layer_bucket[::-1], bucket_s[None, :], overlap=overlap)
         comm_total, exposed = ov.comm_total_s, ov.comm_exposed_s
-        if overlap and dev.kind != "gpu":
-            # the communication thread polls (and copies, and reduces) on the cores of the backward it overlaps
-            # (both share the cores while they overlap: the collectives' wall spans stretch by as much)
-            stolen = (comm_total - exposed) * _collective_cpu_share(system, share)
-            bwd_layers = bwd_layers * (1.0 + stolen / np.maximum(bwd_last, 1e-30))[:, None]
-            backward = backward + stolen
-            comm_total = comm_total + stolen
+        # the communication thread polls (and copies, and reduces) on the cores of the backward it overlaps
+        stolen = overlap_stretch_s(system, share, overlap, comm_total, exposed)
+        bwd_layers = bwd_layers * (1.0 + stolen / np.maximum(bwd_last, 1e-30))[:, None]
+        backward = backward + stolen
+        comm_total = comm_total + stolen
     else:
         comm_total = exposed = np.zeros_like(b)
     mem = fixed + micro * table.totals.act_bytes * _ACT_SCALE.get(precision, 1.0)

@@ -38,7 +38,7 @@ from perfmodel.config import RunConfig
 from perfmodel.network import best_profiles
 from perfmodel.optimizers import get_optimizer
 from perfmodel.optimizers.kfac import count_refreshes
-from perfmodel.predict import Prediction, iteration_model, measured_together, predict, resolve
+from perfmodel.predict import Prediction, iteration_model, measured_together, overlap_stretch_s, predict, resolve
 from perfmodel.provenance import machine_description, software_versions
 from perfmodel.sim.engine import Collective, EngineModel, EngineResult, OptimizerPlan, run_engine
 from perfmodel.sim.trace import TraceWriter
@@ -276,11 +276,10 @@ def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, ji
     samples = res.iteration_s
     it_mean = float(samples.mean())
     cfg = pred.config
-    comm_total = res.comm_total_s
-    if cfg.overlap and model.system.device.kind != "gpu":   # the collectives' spans stretch as in predict
-        from perfmodel.predict import _collective_cpu_share
-        share = max(1.0, model.ranks_per_node / model.system.devices_per_node)
-        comm_total = comm_total + (comm_total - res.comm_exposed_s) * _collective_cpu_share(model.system, share)
+    share = max(1.0, model.ranks_per_node / model.system.devices_per_node)   # as iteration_model
+    # the overlapped collectives' spans stretch on a CPU as in predict (the backward's layers already did)
+    comm_total = res.comm_total_s + overlap_stretch_s(model.system, share, cfg.overlap, res.comm_total_s,
+                                                      res.comm_exposed_s)
     breakdown = {
         "compute_s": float((res.forward_s + res.backward_s).mean()), "forward_s": float(res.forward_s.mean()),
         "backward_s": float(res.backward_s.mean()), "comm_total_s": float(comm_total.mean()),
