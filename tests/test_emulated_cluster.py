@@ -321,6 +321,13 @@ def test_up_creates_namespaces_and_registers_the_spec(cluster):
     assert [int(b) for b, _ in s.network.exchange_profile] == list(SIZES)
     times = [t for _, t in s.network.exchange_profile]
     assert times[-1] > 10 * times[0]   # 16 MiB at 1 Gbit/s: >= 134 ms; 64 KiB: about a millisecond
+    # every host runs loss-based TCP (reno), whatever this machine's default (bbr here), and the state says so
+    from executor.cluster.plan import CONGESTION_CONTROL
+    assert cluster["tcp_congestion_control"] == CONGESTION_CONTROL == "reno"
+    for h in (0, 1):
+        cc = subprocess.run([nx.tool("ip"), "netns", "exec", f"{PREFIX}h{h}", "cat",
+                             "/proc/sys/net/ipv4/tcp_congestion_control"], capture_output=True, text=True, timeout=30)
+        assert cc.stdout.strip() == "reno"
 
 
 @needs_netns

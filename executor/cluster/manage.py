@@ -17,7 +17,8 @@ and nothing else:
      of :mod:`executor.cluster.switch`, which forwards frames between the TAPs with the same link model;
 
 3. addresses ``10.77.0.<i+1>/24``, fixed MACs, static neighbour entries, IPv6 off on ``ttt0``, and TCP tuned
-   as on an HPC cluster (no slow start after idle, buffers up to 64 MiB);
+   as on an HPC cluster (no slow start after idle, buffers up to 64 MiB) with loss-based congestion control
+   (``reno``: :data:`executor.cluster.plan.CONGESTION_CONTROL`);
 4. a connectivity check (ICMP from host 0 to every host), the hydra launcher script, the link calibration
    (:mod:`executor.cluster.measure`, unless ``measure=False``) and the system spec ``emulated``
    (:mod:`executor.cluster.spec`) in the user's system registry (:func:`hardware.catalog.user_systems_dir`).
@@ -41,7 +42,7 @@ from typing import Any, Callable
 from executor.cluster import netns as nx
 from executor.cluster.hydra import LAUNCHER_SCRIPT, launcher_script_text
 from executor.cluster.netns import ClusterError
-from executor.cluster.plan import HOST_IFACE, ClusterConfig, ClusterPlan, make_plan
+from executor.cluster.plan import CONGESTION_CONTROL, HOST_IFACE, ClusterConfig, ClusterPlan, make_plan
 from executor.cluster.state import (
     clear_state_dir,
     load_state,
@@ -62,7 +63,8 @@ LINK_ATTEMPTS = 3
 #: the repository root (put on PYTHONPATH of the processes started inside the namespaces)
 ROOT = str(Path(__file__).resolve().parents[2])
 _STATE_FILES = ["switch.json", "switch-stats.json", "switch.log", "switch.ready", LAUNCHER_SCRIPT]
-_SYSCTLS = [("net.ipv4.tcp_slow_start_after_idle", "0"), ("net.ipv4.tcp_rmem", "4096 131072 67108864"),
+_SYSCTLS = [("net.ipv4.tcp_congestion_control", CONGESTION_CONTROL), ("net.ipv4.tcp_slow_start_after_idle", "0"),
+            ("net.ipv4.tcp_rmem", "4096 131072 67108864"),
             ("net.ipv4.tcp_wmem", "4096 65536 67108864"), ("net.core.rmem_max", "67108864"),
             ("net.core.wmem_max", "67108864"), (f"net.ipv6.conf.{HOST_IFACE}.disable_ipv6", "1"),
             ("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")]
@@ -156,6 +158,13 @@ def _sysctls(ns: str) -> None:
     script = "; ".join(f"p=/proc/sys/{k.replace('.', '/')}; [ -e $p ] && echo '{v}' > $p" for k, v in _SYSCTLS)
     subprocess.run([nx.tool("ip"), "netns", "exec", ns, "sh", "-c", script + "; true"], capture_output=True,
                    timeout=30)
+
+
+def _read_sysctl(ns: str, key: str) -> str | None:
+    """The value of ``key`` inside namespace ``ns`` (None when unreadable)."""
+    proc = subprocess.run([nx.tool("ip"), "netns", "exec", ns, "cat", "/proc/sys/" + key.replace(".", "/")],
+                          capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def _netem(ns: str, dev: str, rate_bps: float, delay_s: float) -> str:
@@ -357,6 +366,12 @@ def _create(plan: ClusterPlan, state: dict[str, Any], base_system: str, engine: 
         else:
             _batch(h.netns, _host_commands(plan, h.index, tap=True), f"configure host {h.index}")
         _sysctls(h.netns)
+    state["tcp_congestion_control"] = _read_sysctl(plan.hosts[0].netns, "net.ipv4.tcp_congestion_control")
+    save_state(state)
+    if state["tcp_congestion_control"] != CONGESTION_CONTROL:
+        state.setdefault("warnings", []).append(
+            f"TCP congestion control in the hosts is {state['tcp_congestion_control']!r}, not {CONGESTION_CONTROL!r}: "
+            "a collective step may cost what the connection's history makes it (executor.cluster.plan.CONGESTION_CONTROL)")
     if engine == "netem":
         _make_netem_links(plan, state)
         for h in plan.hosts:

@@ -31,13 +31,22 @@ from dataclasses import dataclass, field
 
 from hardware.errors import ConfigError
 
-__all__ = ["TOPOLOGIES", "HOST_IFACE", "SUBNET", "DEFAULT_PREFIX", "MAX_HOSTS", "ClusterConfig", "Host", "Link",
+__all__ = ["TOPOLOGIES", "HOST_IFACE", "CONGESTION_CONTROL", "SUBNET", "DEFAULT_PREFIX", "MAX_HOSTS", "ClusterConfig", "Host", "Link",
            "ClusterPlan", "make_plan"]
 
 #: topology kinds of ``perfmodel cluster up --topology``
 TOPOLOGIES: tuple[str, ...] = ("single-switch", "two-level")
 #: name of the one network interface inside every host namespace
 HOST_IFACE = "ttt0"
+#: TCP congestion control of every emulated host. Why not the machine's own default: a namespace inherits it,
+#: and this machine's is ``bbr``, whose pacing at its running bandwidth estimate makes the time of one
+#: collective step depend on the connection's history. Measured on 4 hosts, 1 Gbit/s, 5 ms per link,
+#: two-level (2026-12-07): under bbr a ring step of 256 KiB took 30.2 ms in the link calibration and a ring
+#: allreduce of 1 MiB 179-189 ms in a fresh job, but 137 ms in the benchmark after its 16 MiB messages; under
+#: reno 23.3 ms and 137-147 ms in both (six steps of the calibration's 23.3 ms: 140 ms). The switch loses no
+#: packets (unbounded queues), so reno stays in slow start and behaves as Linux's usual ``cubic`` would; reno
+#: is built into every kernel (cubic is not in this machine's ``tcp_allowed_congestion_control``).
+CONGESTION_CONTROL = "reno"
 #: the private /24 the hosts live in (never routed anywhere: the namespaces have no other interface)
 SUBNET = "10.77.0"
 #: default prefix of every namespace this package creates

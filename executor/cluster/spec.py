@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from executor.cluster.plan import ClusterConfig, make_plan
+from executor.cluster.plan import CONGESTION_CONTROL, ClusterConfig, make_plan
 from hardware.specs import DeviceSpec, SystemSpec
 from perfmodel.atomic import atomic_write
 
@@ -236,7 +236,7 @@ def system_toml(cfg: ClusterConfig, base: SystemSpec, base_ref: str, *, measured
     rate_gbps, lat_us, rsrc, lsrc = _measured_or_default(cfg, measured)
     how = {"userspace": "TAP interfaces and a userspace switch (executor/cluster/switch.py)",
            "netem": "veth pairs, Linux bridges and tc netem"}.get(engine, engine)
-    notes = (f"Emulated cluster on this machine: {cfg.describe()}; {how}. MPICH over TCP (ofi netmod), gloo over "
+    notes = (f"Emulated cluster on this machine: {cfg.describe()}; {how}. MPICH over TCP ({CONGESTION_CONTROL}; ofi netmod), gloo over "
              f"the same interface. Valid while the cluster is up (perfmodel cluster down removes this file).")
     top: list[tuple[str, Any]] = [("id", "emulated"), ("name", f"Emulated cluster ({cfg.describe()})"),
                                   ("notes", notes), ("max_nodes", H)]
