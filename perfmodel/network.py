@@ -35,11 +35,13 @@ prices the steps that are a shift rather than an exchange (some flow ``a -> b`` 
 ring's steps on 3 or more nodes) at that measurement: such a step adds ``measured ring step(m) - (its own
 graph price at m)`` (:func:`ring_residual_s`), so that on the measured nodes a ring step costs what was
 measured. Why: over TCP a shift and an exchange of the same size cost differently. Measured on the emulated
-cluster (docs/validation/emulated.json, the same measurements priced both ways): the 4-host ring allreduce
-of 1 MiB at 50 us per link went from -17 / -14 / -9 % (priced from the exchange) to -4 / -2 / +2 %; at 5 ms
-from +8 / +17 / +21 % to +21 / +30 / +31 %, because there an isolated ring step (29.7 ms at 256 KiB) and an
-isolated exchange (27.5 ms) both cost more than a step inside the allreduce (22.7 ms), which this model does
-not explain; over the 117 rows of 3 or more hosts the two are even (5.2 % / 33.8 % against 5.1 % / 33.8 %).
+cluster (the file of 2026-12-07 14:36, the same measurements priced both ways): the 4-host ring allreduce
+of 1 MiB at 50 us per link went from -17 / -14 / -9 % (priced from the exchange) to -4 / -2 / +2 %. At 5 ms
+it first went from +8 / +17 / +21 % to +21 / +30 / +31 %: a calibrated ring step (29.7 ms at 256 KiB) cost
+more than a step inside the benchmark's allreduce (22.7 ms), because the hosts ran bbr, whose pacing made
+a step's cost depend on what the connection had carried before; with reno in the hosts
+(:data:`executor.cluster.plan.CONGESTION_CONTROL`) the four 4-host ring rows at 1 MiB and 5 ms are +3.4 /
++2.7 / +0.8 / +0.6 % (docs/validation/emulated.json; docs/validation/README.md).
 APPROXIMATION: every shift step (also a tree's or a parameter server's, or a ring on fewer nodes than were
 measured) takes the residual of the full ring measured on all nodes.
 
