@@ -211,6 +211,12 @@ def _train(spec: dict[str, Any], MPI) -> None:
     wall = time.perf_counter() - t_origin
     if bucketer is not None:
         bucketer.close()
+    if world > 1 and spec.get("backend") == "torch":
+        # gloo's threads must stop before the interpreter exits: a rank that left its process group alive
+        # aborted at exit ("terminate called without an active exception", 2 of 12 two-rank runs here)
+        from executor.comm.torch_dist import destroy
+        comm.Barrier()   # every rank's last torch.distributed operation has finished
+        destroy()
 
     # --- gather and write (rank 0) -----------------------------------------------------------------------
     slim = [{k: v for k, v in r.items() if k not in ("spans", "buckets")} for r in records]

@@ -144,8 +144,8 @@ def slowest_rank_probe_s(per_rank_typical_s: Sequence[float | None], fallback_s:
     rank out probes while the others still busy-poll in the barrier on the same cores. Its probe is then
     slow, a different rank each iteration, and the per-iteration maximum inflates while no rank's typical
     does. Measured (emulated cluster, 4 hosts, 2026-12-07): at 50 us per link the two statistics gave
-    factors within 0.02-0.11 of each other; at 5 ms 1.73 against 1.07, 1.33 against 1.08 and 1.29 against
-    0.99, where the unscaled predictions were within -3.0 to +1.5 % of the measured iterations. Over the 48
+    factors within 0.01-0.15 of each other; at 5 ms 1.73 against 1.07, 1.33 against 1.08 and 1.29 against
+    0.99, where the unscaled predictions were within -4.9 to -3.0 % of the measured iterations. Over the 48
     iterations of that file: 8.5 % / 45.7 % mean / max error with the per-iteration maximum, 5.3 % / 15.9 %
     with this statistic (6.3 % / 23.2 % unscaled). In the calibration, on one node, the ranks leave the
     barrier together and the two statistics agree."""
