@@ -164,7 +164,7 @@ def _read_sysctl(ns: str, key: str) -> str | None:
     """The value of ``key`` inside namespace ``ns`` (None when unreadable)."""
     proc = subprocess.run([nx.tool("ip"), "netns", "exec", ns, "cat", "/proc/sys/" + key.replace(".", "/")],
                           capture_output=True, text=True, timeout=30)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def _netem(ns: str, dev: str, rate_bps: float, delay_s: float) -> str:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 from hardware.errors import ConfigError
 
-__all__ = ["TOPOLOGIES", "HOST_IFACE", "CONGESTION_CONTROL", "SUBNET", "DEFAULT_PREFIX", "MAX_HOSTS", "ClusterConfig", "Host", "Link",
-           "ClusterPlan", "make_plan"]
+__all__ = ["TOPOLOGIES", "HOST_IFACE", "CONGESTION_CONTROL", "SUBNET", "DEFAULT_PREFIX", "MAX_HOSTS", "ClusterConfig",
+           "Host", "Link", "ClusterPlan", "make_plan"]
 
 #: topology kinds of ``perfmodel cluster up --topology``
 TOPOLOGIES: tuple[str, ...] = ("single-switch", "two-level")
