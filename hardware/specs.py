@@ -609,10 +609,7 @@ class Calibration:
         """Calibrated optimizer traffic scale with ``ranks_sharing`` ranks stepping at once on one device: the
         measured value at exactly that sharing, None where none was measured (the caller falls back to the
         one-rank scale)."""
-        if not float(ranks_sharing).is_integer():
-            return None
-        v = self.optimizer_traffic.get(int(ranks_sharing))
-        return None if v is None else float(v)
+        return _exact(self.optimizer_traffic, ranks_sharing, None)
 
     def step_tail_for(self, ranks_sharing: float) -> float:
         """Calibrated mean over typical step time with ``ranks_sharing`` ranks per device: the measured value at
@@ -620,12 +617,11 @@ class Calibration:
         return _exact(self.step_tail, ranks_sharing)
 
 
-def _exact(values: Mapping[int, float], ranks_sharing: float) -> float:
-    """``values[ranks_sharing]`` for a whole number of ranks measured, else 1 (a measured correction per
-    sharing, not a curve to interpolate)."""
-    if not float(ranks_sharing).is_integer():
-        return 1.0
-    return float(values.get(int(ranks_sharing), 1.0))
+def _exact(values: Mapping[int, float], ranks_sharing: float, default: float | None = 1.0) -> float | None:
+    """``values[ranks_sharing]`` for a whole number of ranks measured, else ``default`` (a measured correction
+    per sharing, not a curve to interpolate)."""
+    v = values.get(int(ranks_sharing)) if float(ranks_sharing).is_integer() else None
+    return default if v is None else float(v)
 
 
 @dataclass(frozen=True)
@@ -683,6 +679,11 @@ class SystemSpec:
     def devices_per_node(self) -> int:
         """Shortcut for ``node.devices_per_node``."""
         return self.node.devices_per_node
+
+    def ranks_sharing_device(self, ranks_per_node: float) -> float:
+        """Ranks that share one device when ``ranks_per_node`` ranks run on a node (at least 1): the sharing
+        every per-sharing calibration (efficiency, jitter, loop factor, ...) is keyed by."""
+        return max(1.0, ranks_per_node / self.node.devices_per_node)
 
     @property
     def max_devices(self) -> int:

@@ -288,7 +288,7 @@ def _kfac_scales_at(system: SystemSpec, k: int, precision: str,
                     options: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, float], ...]:
     """:func:`kfac_scales` for the calibration's reference at ``k`` ranks per node (on ``ref.nodes`` nodes)."""
     ref = system.calibration.kfac[k]
-    share = max(1.0, k / system.devices_per_node)
+    share = system.ranks_sharing_device(k)
     dev = system.device
     curve = dev.efficiency_for(precision, share)
 
@@ -323,7 +323,7 @@ def iteration_model(table: WorkloadTable, system: SystemSpec, nodes: int, ranks_
     b = np.atleast_1d(np.asarray(per_device_batch, dtype=float))
     dev = system.device
     ranks = nodes * ranks_per_node
-    share = max(1.0, ranks_per_node / system.devices_per_node)  # ranks sharing one device
+    share = system.ranks_sharing_device(ranks_per_node)
     curve = efficiency or dev.efficiency_for(precision, share)
     overheads = system.overheads   # calibrated systems only
 

@@ -217,7 +217,7 @@ def _calibrated_jitter(model: EngineModel) -> tuple[Variability, EngineModel] | 
     cal = model.system.calibration
     if cal is None:
         return None
-    share = max(1.0, model.ranks_per_node / model.system.devices_per_node)
+    share = model.system.ranks_sharing_device(model.ranks_per_node)
     cv = cal.jitter_for(share)
     if cv <= 0:
         return None
@@ -276,7 +276,7 @@ def simulate(cfg: RunConfig, *, seed: int = 0, iterations: int | None = None, ji
     samples = res.iteration_s
     it_mean = float(samples.mean())
     cfg = pred.config
-    share = max(1.0, model.ranks_per_node / model.system.devices_per_node)   # as iteration_model
+    share = model.system.ranks_sharing_device(model.ranks_per_node)
     # the overlapped collectives' spans stretch on a CPU as in predict (the backward's layers already did)
     comm_total = res.comm_total_s + overlap_stretch_s(model.system, share, cfg.overlap, res.comm_total_s,
                                                       res.comm_exposed_s)

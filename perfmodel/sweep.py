@@ -518,7 +518,7 @@ class _ScalarFastCurve(EfficiencyCurve):
 
 def _fast_curve(system: SystemSpec, precision: str, ranks_per_node: int = 1) -> EfficiencyCurve:
     """The curve iteration_model would pick (it depends on how many ranks share a device), as a fast copy."""
-    share = max(1.0, ranks_per_node / system.devices_per_node)
+    share = system.ranks_sharing_device(ranks_per_node)
     c = system.device.efficiency_for(precision, share)
     if type(c) is not EfficiencyCurve:    # a curve of another kind: use it as it is
         return c
