@@ -151,3 +151,43 @@ def test_the_bring_up_measurement_times_ring_steps_on_three_ranks(tmp_path):
     subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-m", "executor.cluster.measure", str(out2),
                     "[[0, 1]]", "[0, 1]"], check=True, timeout=240, env=env, capture_output=True)
     assert "ring_sizes" not in json.loads(out2.read_text())
+
+
+class _SkewedComm:
+    """A stand-in for an MPI communicator whose peer leaves every barrier ``skew_s`` late: the first
+    ``Sendrecv`` after a barrier waits that long, every other one takes ``step_s``. Records the sizes."""
+
+    def __init__(self, skew_s: float, step_s: float):
+        self.skew_s, self.step_s, self.after_barrier, self.sizes = skew_s, step_s, False, []
+
+    def Barrier(self):
+        self.after_barrier = True
+
+    def Sendrecv(self, send, dest, sendtag, recv, source, recvtag):
+        import time
+
+        time.sleep(self.skew_s if self.after_barrier else self.step_s)
+        self.after_barrier = False
+        self.sizes.append(send.nbytes)
+
+    def allreduce(self, value, op=None):
+        return value
+
+
+def test_the_link_calibration_times_steps_in_step_and_interleaves_the_sizes():
+    """The barrier's skew does not enter the timed steps (an untimed step follows each barrier): with a peer
+    50 ms late out of every barrier and 5 ms steps, every timed block gives about 5 ms per step (timed from
+    the barrier: (50 + 2 x 5) / 2 = 30 ms at 2 steps per block). The sizes alternate round by round, and the
+    first round is warm-up."""
+    from executor.cluster.measure import MAX_ROUNDS, _step_times
+
+    comm = _SkewedComm(skew_s=0.05, step_s=0.005)
+    sizes = (2 << 20, 4 << 20)                      # 2 steps per block each (about 4 MiB per block, at least 2)
+    times = _step_times(comm, 1, 1, sizes=sizes)
+    assert set(times) == set(sizes)
+    for n in sizes:
+        assert len(times[n]) == MAX_ROUNDS - 1      # 5 ms steps never reach the timed total: every round ran
+        assert all(0.004 < t < 0.02 for t in times[n]), (n, times[n])   # not 30 ms
+    # per round: one untimed step and 2 timed ones of 2 MiB, then the same of 4 MiB
+    assert comm.sizes[:6] == [2 << 20] * 3 + [4 << 20] * 3
+    assert comm.sizes[6:12] == comm.sizes[:6]

@@ -11,9 +11,20 @@ Method
 - Exchange cost: hosts in pairs ``(0, 1), (2, 3), ...``, all pairs at once, ``Sendrecv`` ``n`` bytes to each
   other (the step of every modelled allreduce algorithm: every host exchanges, and each host link carries
   data in both directions), for ``n`` from 64 KiB to 16 MiB. The exchanges run back to back in timed blocks
-  (about 4 MiB per block; a barrier before each block), as the steps of a collective do, so that the skew of
-  the ranks leaving the barrier (up to a one-way latency) is spread over the block instead of inflating each
-  exchange; the time of an exchange is the slowest rank's block time over the block's exchanges, and the
+  (about 4 MiB per block; a barrier and one untimed exchange before each block), as the steps of a
+  collective do. The untimed exchange is there because the ranks leave a barrier up to a one-way latency
+  apart (a barrier of 4 ranks takes two rounds of messages), and a rank whose peer left later waits for it
+  in its first exchange. Timed from the barrier, that skew was spread over the block and still inflated
+  each exchange: at 4 hosts and 5 ms per link (10 ms one way) by about 2.5 ms at 1 MiB (4 exchanges per
+  block) and 5 ms at 2-4 MiB (2 per block), which is what the 4-host predictions at 5 ms were too slow by
+  (ring +15 ms at 4 MiB and +33 ms at 16 MiB over 6 steps, recursive doubling +6 ms at 1 MiB over 2; the
+  file of 2026-12-07 19:53), while at 2 hosts (a one-round barrier) they were within 3 %. After one
+  exchange the ranks run in step, as the steps inside a collective do. The time of an exchange is the
+  slowest rank's block time over the block's exchanges. The sizes
+  are interleaved (one block of each size per round, rounds repeated), so that a slow spell of this
+  machine costs every size one block rather than all the blocks of the sizes timed during it (seen before:
+  4 hosts, 1 Gbit/s, 50 us, exchanges of 2 and 4 MiB at 0.72 Gbit/s between 1 and 8 MiB ones at 0.80, and
+  recursive doubling at 4 MiB, two such exchanges, predicted 20 % slow). The
   typical time per size (median of the fastest half of the blocks, robust against other work on this
   machine) is kept per size (``sizes``, ``times_s``: the spec's ``[network.exchange_profile]``) and, from
   256 KiB to 8 MiB, fitted as ``t(n) = latency + n / rate`` by least squares with relative weights. ``rate``
@@ -59,32 +70,42 @@ FIT_RANGE_BYTES = (256 << 10, 8 << 20)
 RATE_TOLERANCE, MONOTONE_TOLERANCE = 1.10, 1.10
 
 
+#: rounds over all sizes (the first is warm-up) and the timed traffic time each size must reach
+MAX_ROUNDS, MIN_TIMED_BLOCKS, MIN_TIMED_S = 20, 5, 0.5
+
+
 def _step_times(comm, right: int | None, left: int | None, sizes=SIZES) -> dict[int, list[float]]:  # pragma: no cover
     """Per size ``n`` of ``sizes``: the per-step seconds of blocks of back-to-back ``Sendrecv`` steps (send
     ``n`` bytes to ``right``, receive ``n`` from ``left``; this rank idles where they are None), the slowest
-    rank's block time over the block's steps (module docstring). Every rank of ``comm`` calls it."""
+    rank's block time over the block's steps (module docstring). Every rank of ``comm`` calls it.
+
+    The sizes are interleaved: each round times one block of every size, and rounds repeat (the first is
+    warm-up) until every size has at least ``MIN_TIMED_BLOCKS`` blocks and ``MIN_TIMED_S`` of timed traffic,
+    at most ``MAX_ROUNDS``. A slow spell of this machine then lands on one block of every size, which the
+    typical statistic drops, instead of on every block of the sizes measured during it."""
     import numpy as np
     from mpi4py import MPI
 
     send = np.zeros(max(sizes) // 4, dtype=np.float32)
     recv = np.zeros_like(send)
-    times: dict[int, list[float]] = {}
-    for n in sizes:
-        a, b = send[:n // 4], recv[:n // 4]
-        per_block = max(2, (4 << 20) // n)   # back-to-back steps per timed block (~4 MiB of traffic)
-        ts: list[float] = []
-        for k in range(20):
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for k in range(MAX_ROUNDS):
+        for n in sizes:
+            a, b = send[:n // 4], recv[:n // 4]
+            per_block = max(2, (4 << 20) // n)   # back-to-back steps per timed block (~4 MiB of traffic)
             comm.Barrier()
+            if right is not None:   # an untimed step: the ranks leave it in step (module docstring)
+                comm.Sendrecv(a, right, 3, b, left, 3)
             t0 = MPI.Wtime()
             if right is not None:
                 for _ in range(per_block):
                     comm.Sendrecv(a, right, 3, b, left, 3)
             dt = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX) / per_block
             if k >= 1:
-                ts.append(dt)
-            if len(ts) >= 5 and sum(ts) * per_block > 0.5:
-                break
-        times[n] = ts
+                times[n].append(dt)
+        if all(len(ts) >= MIN_TIMED_BLOCKS and sum(ts) * max(2, (4 << 20) // n) > MIN_TIMED_S
+               for n, ts in times.items()):
+            break
     return times
 
 
