@@ -229,6 +229,7 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                              "nodes": Leaf("int", ge=1, required=False)}),
                       key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "speed_probe_ms": MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
+        "nodes_per_machine": Leaf("int", ge=1, required=False),
         "speed_probe_model_ms": MapOf(MapOf(Leaf("float", gt=0, le=1e5), key_pattern=r"^[A-Za-z0-9_.-]+$"),
                                       key_pattern=r"^ranks_[1-9][0-9]*$", required=False),
         "overheads": Table({"step_us": Leaf("float", ge=0, le=1e7), "bucketer_us": Leaf("float", ge=0, le=1e7),
@@ -724,7 +725,8 @@ def _build_calibration(cal: dict, src: str) -> Calibration:
                        step_tail=FrozenMap(dict(sorted(tail.items()))),
                        speed_probe_s=FrozenMap(dict(sorted(probe.items()))),
                        speed_probe_model_s=FrozenMap(dict(sorted(probe_model.items()))),
-                       kfac=FrozenMap(dict(sorted(kfac.items()))), notes=cal.get("notes", ""))
+                       kfac=FrozenMap(dict(sorted(kfac.items()))),
+                       nodes_per_machine=int(cal.get("nodes_per_machine", 1)), notes=cal.get("notes", ""))
 
 
 def _build_system(data: dict, sources: dict[str, str], path: Path) -> SystemSpec:

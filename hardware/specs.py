@@ -567,6 +567,11 @@ class Calibration:
         just before it); :meth:`speed_probe_for` prefers it.
     kfac : Mapping[int, KfacMeasured]
         Ranks -> the executor's K-FAC measured at that rank count.
+    nodes_per_machine : int
+        Nodes of this system that ran on the one calibrated machine at once (>= 1): 1 for a real cluster;
+        all ``H`` hosts of an emulated cluster, whose ``k`` ranks per host are the ``k * H`` ranks that the
+        base calibration measured sharing this machine's CPU, so its compute times are already the slowest
+        of ``k * H`` ranks (:func:`perfmodel.predict.measured_together`).
     notes : str
         Free text.
     """
@@ -582,6 +587,7 @@ class Calibration:
     speed_probe_s: Mapping[int, float] = FrozenMap()
     speed_probe_model_s: Mapping[int, Mapping[str, float]] = FrozenMap()
     kfac: Mapping[int, KfacMeasured] = FrozenMap()
+    nodes_per_machine: int = 1
     notes: str = ""
 
     def speed_probe_for(self, ranks: int, model: str | None = None) -> float | None:

@@ -22,7 +22,8 @@ Assumptions (each an approximation, marked):
 - Ranks are identical: no jitter, no stragglers (the discrete-event simulator adds them), except on a
   calibrated system that measured its compute jitter: there the step waits for the slowest rank, the
   expected maximum of ``ranks`` normal draws, beyond the slowest of the ranks that shared the device in
-  the calibration, which its compute times already are (``sync_wait_s`` in the breakdown; 0 on one node).
+  the calibration, which its compute times already are (``sync_wait_s`` in the breakdown; 0 on one node,
+  and on an emulated cluster whose hosts all share the calibrated machine).
 - Several ranks on one device (CPU ranks on shared cores) each get ``devices / ranks`` of the device; a
   calibrated device's efficiency curve for that many sharing ranks is used when it has one
   (:meth:`hardware.specs.DeviceSpec.efficiency_for`: the sharing changes the cores, and so the threads, a
@@ -193,11 +194,14 @@ def _micro_batches(table: WorkloadTable, system: SystemSpec, precision: str, b: 
     return micro, steps
 
 
-def measured_together(share: float, ranks: int) -> int:
+def measured_together(share: float, ranks: int, nodes_per_machine: int = 1) -> int:
     """How many ranks a calibrated compute time is already the slowest of: ``bench compute`` runs the ``share``
     ranks that share a device at once, step by step, and keeps the slowest rank's time of every step; so
-    on one device the wait for the slowest rank is part of the calibrated compute (1 to ``ranks``)."""
-    return max(1, min(int(ranks), int(round(share))))
+    on one device the wait for the slowest rank is part of the calibrated compute (1 to ``ranks``). On an
+    emulated cluster every one of its ``nodes_per_machine`` hosts shares the calibrated machine
+    (:attr:`hardware.specs.Calibration.nodes_per_machine`): its compute is the slowest of ``share`` times
+    that many ranks."""
+    return max(1, min(int(ranks), int(round(share * max(1, int(nodes_per_machine))))))
 
 
 def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarray) -> np.ndarray | None:
@@ -215,7 +219,7 @@ def _sync_wait(system: SystemSpec, ranks: int, share: float, compute_s: np.ndarr
     cv = cal.jitter_for(share)
     if cv <= 0:
         return None
-    m = measured_together(share, ranks)
+    m = measured_together(share, ranks, cal.nodes_per_machine)
     if m >= ranks:   # the calibrated node: the wait is in the compute already (and no quadrature to run)
         return np.zeros_like(compute_s)
     v = Variability("normal", cv)

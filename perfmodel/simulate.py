@@ -222,7 +222,7 @@ def _calibrated_jitter(model: EngineModel) -> tuple[Variability, EngineModel] | 
     if cv <= 0:
         return None
     var = Variability("normal", cv)
-    e = var.expected_max(measured_together(share, model.ranks))
+    e = var.expected_max(measured_together(share, model.ranks, cal.nodes_per_machine))
     return var, dataclasses.replace(model, fwd_layer_s=model.fwd_layer_s / e, bwd_layer_s=model.bwd_layer_s / e)
 
 

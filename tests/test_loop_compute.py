@@ -217,6 +217,16 @@ def test_the_emulated_cluster_spec_carries_the_loop_factors_at_ranks_times_hosts
     # the same loop with one rank per emulated host is priced like two ranks sharing the base's CPU
     assert compute("emulated", 2, 2) == pytest.approx(compute(str(base), 2, 1), rel=1e-6)
 
+    # and, like them, its compute is already the slowest of the two (jitter 0.11 at 2): no wait is added for
+    # the slowest host, where two real nodes of one rank each would wait for the larger of two draws
+    assert e.nodes_per_machine == 2 and b.nodes_per_machine == 1
+
+    def wait(system, ranks, nodes):
+        return predict(load_config(model="resnet20", batch=32 * ranks, optimizer="sgd", epochs=1, system=system,
+                                   nodes=nodes, ranks_per_node=ranks // nodes)).to_dict()["breakdown"]["sync_wait_s"]
+
+    assert wait("emulated", 2, 2) == pytest.approx(0.0, abs=1e-12) == wait(str(base), 2, 1)
+
     # K-FAC: the base's 2-rank measurement (factor 0.2 s, exchange 0.03 s, inversion 0.015 s per refresh) is
     # the emulated one rank per host's; the exchange is not copied (shared memory, not this network)
     ek = e.kfac[1]

@@ -28,6 +28,9 @@ def test_measured_together():
     assert measured_together(2.0, 8) == 2          # several nodes of two sharing ranks each
     assert measured_together(0.5, 4) == 1          # a rank with more than a device
     assert measured_together(4.0, 2) == 2          # never more than the ranks there are
+    # an emulated cluster of 4 hosts on the calibrated machine: 1 rank per host was measured as 4 together
+    assert measured_together(1.0, 4, nodes_per_machine=4) == 4
+    assert measured_together(2.0, 16, nodes_per_machine=4) == 8 and measured_together(1.0, 2, 4) == 2
 
 
 def test_no_wait_on_the_calibrated_node_and_the_known_extra_on_more(spec):
