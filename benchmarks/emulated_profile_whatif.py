@@ -112,8 +112,8 @@ def _score(doc: dict, registry: Path, base_system: str, errors: dict[str, list[f
 
 def _iteration_prediction(row: dict) -> tuple[float, float]:
     """``(speed-scaled, unscaled)`` prediction (seconds) of a stored iteration row on the ``emulated`` spec now
-    registered, as :func:`validation.emulated.iterations_vs_predict` made it: the CPU work scaled by the row's
-    typical probe over the spec's reference."""
+    registered, as :func:`validation.emulated.iterations_vs_predict` makes it: the CPU work scaled by the row's
+    typical probe of the per-iteration slowest rank over the spec's reference."""
     from perfmodel.config import load_config
     from perfmodel.predict import predict
     from validation.emulated import speed_scaled_s
@@ -125,7 +125,10 @@ def _iteration_prediction(row: dict) -> tuple[float, float]:
                       ranks_per_node=int(row["ranks_per_node"]), epochs=1.0,
                       optimizer_options=row.get("optimizer_options") or None)
     pred = predict(cfg)
-    factor = speed_factor("emulated", int(row["ranks_per_node"]), row.get("speed_probe_s"), row["model"])
+    # the statistic the runs now use (the typical of the per-iteration slowest rank's probe); files of
+    # 2026-12-07 19:53-21:25 stored another as speed_probe_s and this one as speed_probe_iteration_max_s
+    probe_s = row.get("speed_probe_iteration_max_s") or row.get("speed_probe_s")
+    factor = speed_factor("emulated", int(row["ranks_per_node"]), probe_s, row["model"])
     return speed_scaled_s(pred, factor), float(pred.iteration_s)
 
 

@@ -145,7 +145,7 @@ def _train(spec: dict[str, Any], MPI) -> None:
     check_params = bool(spec.get("check_params"))
     probe = None
     if spec.get("speed_probe"):
-        from executor.speed_probe import SpeedProbe
+        from executor.speed_probe import SpeedProbe, start_together
         probe = SpeedProbe()
     while True:
         if total is not None and it >= total:
@@ -194,8 +194,10 @@ def _train(spec: dict[str, Any], MPI) -> None:
         if check_params:
             rec["param_digest"] = _digest(model)
         if probe is not None:  # host speed now, outside the timed iteration (executor.speed_probe)
-            if world > 1:
-                comm.Barrier()   # every rank probes at once, as in the calibration (executor.speed_probe)
+            if world > 1 and cfg.nodes > 1:   # every rank probes at once, as in the calibration
+                start_together(comm)           # (a barrier over a network leaves them apart: executor.speed_probe)
+            elif world > 1:
+                comm.Barrier()
             rec["probe_cold_s"], rec["probe_s"] = probe.sample_pair()   # the warm sample is the statistic
         records.append(rec)
         train_wall += t5 - t0

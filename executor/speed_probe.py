@@ -33,6 +33,14 @@ times and each iteration a different rank's probe overlapped the others' compute
 hosts (5 ms, four ranks on 2 cores) the ranks' own typical probes were 9.8-19.8 ms, the typical of the
 per-iteration maximum 27.0 ms, against a calibration reference of 17.5 ms taken with the ranks in step.
 
+Ranks on several nodes (:func:`start_together`): a barrier over a network releases the ranks up to a one-way
+latency apart, so the first rank out probed while the others still busy-polled in the barrier on the same
+cores, and the per-iteration slowest probe inflated (emulated cluster, 4 hosts at 5 ms per link: speed factors
+1.73, 1.33 and 1.29 where the unscaled predictions were within -4.9 to -3.0 %; the file of 2026-12-07 19:16).
+There the ranks meet at a barrier and then sleep until one instant of the wall clock that rank 0 announces,
+far enough ahead for the announcement to reach every rank, and probe from there, all at once as in the
+calibration. On one node the barrier alone releases them within microseconds and is kept.
+
 Assumption: the host's slowdown affects the probe and the workload by the same factor. Measured over 60 s
 windows of 40 iterations, the ResNet-20 step over the probe varies with a standard deviation of about 5%
 where the step alone varies by about 8-12%: the probe removes most, not all, of the drift. When the host
@@ -44,10 +52,33 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["SpeedProbe", "PROBE_MODEL", "PROBE_BATCH"]
+__all__ = ["SpeedProbe", "PROBE_MODEL", "PROBE_BATCH", "start_together"]
 
 PROBE_MODEL = "tiny"
 PROBE_BATCH = 32
+#: bounds of the lead (seconds) of the common start over rank 0's clock when it announces it
+START_LEAD_MIN_S, START_LEAD_MAX_S = 0.002, 0.2
+
+
+def start_together(comm, clock=time.time, sleep=time.sleep) -> float:
+    """Bring every rank of ``comm`` to one instant of the wall clock (collective); returns the seconds this rank
+    slept (0 if the instant had passed when it learnt it).
+
+    A barrier, then rank 0 broadcasts ``its clock + lead`` with ``lead`` = twice the time the barrier took it,
+    within :data:`START_LEAD_MIN_S` and :data:`START_LEAD_MAX_S`: a barrier has as many rounds of messages as
+    the broadcast has hops (log2 of the ranks), so the announcement reaches the last rank well within it.
+    Assumption: the ranks' wall clocks agree to well within the lead (one clock on the emulated cluster's
+    hosts, which share this machine; NTP on a real cluster)."""
+    t0 = clock()
+    comm.Barrier()
+    start = None
+    if comm.Get_rank() == 0:
+        start = clock() + min(START_LEAD_MAX_S, max(START_LEAD_MIN_S, 2.0 * (clock() - t0)))
+    start = comm.bcast(start, root=0)
+    wait = start - clock()
+    if wait > 0:
+        sleep(wait)
+    return max(0.0, wait)
 
 
 class SpeedProbe:

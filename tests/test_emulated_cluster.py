@@ -426,6 +426,24 @@ def test_run_a_tiny_model_across_the_namespaces(cluster, capsys, tmp_path):
 
 @needs_netns
 @pytest.mark.slow
+@pytest.mark.mpi
+def test_the_speed_probe_across_the_namespaces_starts_together(cluster):
+    """With ranks on two hosts the probes start at one announced instant (executor.speed_probe.start_together):
+    every measured iteration has both ranks' probe samples."""
+    from executor.launch import launch
+    from perfmodel.config import load_config
+
+    cfg = load_config(model="tiny", batch=8, system="emulated", nodes=2, ranks_per_node=1, allreduce="ring",
+                      iterations=3, warmup_iterations=1, epochs=1.0)
+    m = launch(cfg, 2, iterations=3, warmup_iterations=1, extra={"speed_probe": True}, timeout_s=240)
+    assert len(m["records"]) == 2
+    for rec in m["records"]:
+        assert all(r["probe_s"] > 0 and r["probe_cold_s"] > 0 for r in rec)
+    assert m["speed_probe"]["typical_s"] > 0
+
+
+@needs_netns
+@pytest.mark.slow
 def test_down_leaves_nothing(cluster, capsys):
     files = [Path(f) for f in cluster["files"]]
     assert all(f.exists() for f in files)

@@ -134,21 +134,18 @@ def measure_allreduce(system: str, ranks: int, algorithms: Sequence[str] = DEFAU
 
 
 def slowest_rank_probe_s(per_rank_typical_s: Sequence[float | None], fallback_s: float | None) -> float | None:
-    """The run's host speed probe on the emulated cluster: the largest of the ranks' own typical probes
-    (``per_rank_typical_s``: each rank's median of the fastest half of its samples), ``fallback_s`` where a
-    rank has none.
+    """The largest of the ranks' own typical probes (``per_rank_typical_s``: each rank's median of the fastest
+    half of its samples), ``fallback_s`` where a rank has none: kept beside the run's probe statistic
+    (:func:`iterations_vs_predict`), not used for the speed factor.
 
-    Why not the typical of the per-iteration slowest rank (the statistic of the calibration's reference,
-    :func:`validation.loop.probe_statistic`): the probe follows a barrier, and over a link of a few
-    milliseconds the ranks leave a barrier up to a one-way latency apart, so in every iteration the first
-    rank out probes while the others still busy-poll in the barrier on the same cores. Its probe is then
-    slow, a different rank each iteration, and the per-iteration maximum inflates while no rank's typical
-    does. Measured (emulated cluster, 4 hosts, 2026-12-07): at 50 us per link the two statistics gave
-    factors within 0.01-0.15 of each other; at 5 ms 1.73 against 1.07, 1.33 against 1.08 and 1.29 against
-    0.99, where the unscaled predictions were within -4.9 to -3.0 % of the measured iterations. Over the 48
-    iterations of that file: 8.5 % / 45.7 % mean / max error with the per-iteration maximum, 5.3 % / 15.9 %
-    with this statistic (6.3 % / 23.2 % unscaled). In the calibration, on one node, the ranks leave the
-    barrier together and the two statistics agree."""
+    History: it was the emulated factor's statistic while the probe followed a bare barrier, whose skew over a
+    link of milliseconds made the per-iteration maximum inflate (4 hosts at 5 ms: factors 1.73, 1.33 and 1.29
+    against 1.07, 1.08 and 0.99 from this one). It has a failure of its own: with 4 ranks on 2 cores a rank's
+    probes fall in two modes, about 14 ms (probing against the other three, as in the calibration) and about
+    10 ms, and when every rank's fastest half lands in the fast mode the factor reads 0.64-0.70 while the
+    per-iteration maximum stays at 11.8-14.4 ms (9 of the 32 4-host rows of the file of 2026-12-07 21:25;
+    the iterations' speed-scaled errors down to -29 %). Since the ranks on several nodes start their probes at
+    one instant (:func:`executor.speed_probe.start_together`), the run uses the calibration's statistic."""
     if per_rank_typical_s and all(x is not None and x > 0 for x in per_rank_typical_s):
         return float(max(per_rank_typical_s))
     return fallback_s
@@ -228,8 +225,10 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         With a host speed probe reference in the spec (copied from the calibrated base system), the runs
         time the probe and ``predicted_s`` has its CPU work (compute, optimizer, overheads, straggler wait,
         not the network) scaled by the speed factor, as in :mod:`validation.loop`: the run's probe
-        (``speed_probe_s``: :func:`slowest_rank_probe_s`, the slowest rank's own typical probe;
-        ``speed_probe_iteration_max_s`` and ``speed_probe_median_s`` beside it) over the reference;
+        (``speed_probe_s``: the typical of the per-iteration slowest rank's probe, the calibration's statistic,
+        :func:`validation.loop.probe_statistic`; ``speed_probe_iteration_max_s`` is the same value under the
+        name earlier files used for it, ``speed_probe_slowest_own_s`` (:func:`slowest_rank_probe_s`) and
+        ``speed_probe_median_s`` are beside it) over the reference;
         ``predicted_raw_s`` and ``error_raw_pct`` are without it.
     """
     from executor.bench_compute import typical as typical_of
@@ -260,8 +259,7 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
         recs = m["records"]
         per_rank_probe = [typical_of(p) if p else None for p in
                           ([x["probe_s"] for x in r if not x["warmup"] and "probe_s" in x] for r in recs)]
-        iteration_max_probe_s = probe_statistic(m)   # typical of the per-iteration slowest rank's probe
-        probe_s = slowest_rank_probe_s(per_rank_probe, iteration_max_probe_s)
+        probe_s = probe_statistic(m)   # typical of the per-iteration slowest rank's probe, as the calibration's
         factor = speed_factor(system, rpn, probe_s, model)
         predicted = speed_scaled_s(pred, factor)
         n = min(len(r) for r in recs)
@@ -276,7 +274,8 @@ def iterations_vs_predict(system: str = "emulated", ranks: int = 2, model: str =
                      "backend": backend, "measured_s": typical, "measured_median_s": median,
                      "measured_mean_s": float(m["iteration_s"]), "predicted_s": predicted,
                      "error_pct": _error_pct(predicted, typical), "speed_factor": factor,
-                     "speed_probe_s": probe_s, "speed_probe_iteration_max_s": iteration_max_probe_s,
+                     "speed_probe_s": probe_s, "speed_probe_iteration_max_s": probe_s,
+                     "speed_probe_slowest_own_s": slowest_rank_probe_s(per_rank_probe, None),
                      "speed_probe_median_s": (m.get("speed_probe") or {}).get("median_s"),
                      "speed_probe_ranks_s": per_rank_probe,
                      "predicted_raw_s": float(pred.iteration_s),
