@@ -41,7 +41,8 @@ it first went from +8 / +17 / +21 % to +21 / +30 / +31 %: a calibrated ring step
 more than a step inside the benchmark's allreduce (22.7 ms), because the hosts ran bbr, whose pacing made
 a step's cost depend on what the connection had carried before; with reno in the hosts
 (:data:`executor.cluster.plan.CONGESTION_CONTROL`) the four 4-host ring rows at 1 MiB and 5 ms are +3.4 /
-+2.7 / +0.8 / +0.6 % (docs/validation/emulated.json; docs/validation/README.md).
++2.7 / +0.8 / +0.6 % (the file of 2026-12-07 19:53), and with the link calibration timing its steps in step
+(:mod:`executor.cluster.measure`) -0.2 to +0.6 % (the 22:03 file, docs/validation/emulated.json).
 APPROXIMATION: every shift step (also a tree's or a parameter server's, or a ring on fewer nodes than were
 measured) takes the residual of the full ring measured on all nodes.
 

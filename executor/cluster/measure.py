@@ -19,11 +19,12 @@ Method
   block) and 5 ms at 2-4 MiB (2 per block), which is what the 4-host predictions at 5 ms were too slow by
   (ring +15 ms at 4 MiB and +33 ms at 16 MiB over 6 steps, recursive doubling +6 ms at 1 MiB over 2; the
   file of 2026-12-07 19:53), while at 2 hosts (a one-round barrier) they were within 3 %. After one
-  exchange the ranks run in step, as the steps inside a collective do. The time of an exchange is the
+  exchange the ranks run in step, as the steps inside a collective do (that 4-host network measured again:
+  its 9 allreduce rows within 2.3 %, against 8.9 % / 14.6 % mean / max). The time of an exchange is the
   slowest rank's block time over the block's exchanges. The sizes
   are interleaved (one block of each size per round, rounds repeated), so that a slow spell of this
   machine costs every size one block rather than all the blocks of the sizes timed during it (seen before:
-  4 hosts, 1 Gbit/s, 50 us, exchanges of 2 and 4 MiB at 0.72 Gbit/s between 1 and 8 MiB ones at 0.80, and
+  4 hosts, 1 Gbit/s, 50 us, exchanges of 2 and 4 MiB at 0.71-0.72 Gbit/s, of 1 and 8 MiB at 0.77 and 0.83, and
   recursive doubling at 4 MiB, two such exchanges, predicted 20 % slow). The
   typical time per size (median of the fastest half of the blocks, robust against other work on this
   machine) is kept per size (``sizes``, ``times_s``: the spec's ``[network.exchange_profile]``) and, from
