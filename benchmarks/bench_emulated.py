@@ -13,6 +13,10 @@ For every network of the matrix: ``cluster up`` (with the link calibration of ex
 algorithm, size) with measured and predicted times and the error, a summary (mean and max absolute error
 for messages of 1 MiB and above, and of the iterations) and, with ``--out``, everything as JSON.
 
+The userspace switch's lateness over the allreduce benchmark and over the iteration runs is recorded per
+network (``switch_allreduce``, ``switch_iterations``: :func:`executor.cluster.switch.lateness_between`): a
+switch that did not get the CPU when frames were due made the links slower than configured while it lasted.
+
 Networks whose measured link rate (every host exchanging at once) is below 80 % of the configured payload
 rate are "saturated": this machine's CPU cannot emulate them (cluster up warns); their errors are reported
 separately, not in the headline. Each allreduce row also shows the error with the reduction cost measured
@@ -48,6 +52,24 @@ def _sizes(text: str) -> list[int]:
     from executor.bench_allreduce import parse_bytes
 
     return [parse_bytes(x.strip(), "sizes") for x in text.split(",") if x.strip()]
+
+
+#: the switch rewrites its stats file every second (executor.cluster.switch)
+STATS_PERIOD_S = 1.0
+
+
+def _switch_stats() -> dict | None:
+    """The running switch's counters, fresh (read after one stats period), or None (kernel engine)."""
+    from executor.cluster import status
+
+    time.sleep(STATS_PERIOD_S + 0.1)
+    return status().get("switch_stats")
+
+
+def _say_lateness(say, what: str, late: dict | None) -> None:
+    if late and late["frames"]:
+        say(f"   switch during the {what}: {late['frames']} frames, late by {late['late_mean_s'] * 1e6:.0f} us on "
+            f"average, {100 * late['late_over_100us_share']:.1f} % later than 100 us")
 
 
 def networks(args) -> list[dict]:
@@ -133,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TTT_SYSTEMS_DIR", os.path.join(tmp, "systems"))
 
     from executor.cluster import ClusterConfig, down, up
+    from executor.cluster.switch import lateness_between
     from validation.emulated import bench_vs_predict, iterations_vs_predict
 
     algorithms = [a for a in args.algorithms.split(",") if a]
@@ -148,24 +171,30 @@ def main(argv: list[str] | None = None) -> int:
             entry["measured_link"] = {k: state["measured"].get(k) for k in ("latency_s", "rate_Bps", "rtt_min_s",
                                                                             "sizes", "times_s", "ring_sizes",
                                                                             "ring_times_s", "attempts", "problems") if k in state["measured"]}
+            before = _switch_stats()
             rows = bench_vs_predict("emulated", cfg.hosts, algorithms, args.sizes, repeats=args.repeats,
                                     max_iterations=args.max_iterations)
             entry["allreduce"] = rows
+            entry["switch_allreduce"] = lateness_between(before, _switch_stats())
             ml = state["measured"]
             say(f"   link calibration: {ml['latency_s'] * 1e6:.0f} us + n / {ml['rate_Bps'] * 8 / 1e9:.3f} Gbit/s"
                 + (f" (measured {ml['attempts']} times)" if ml.get("attempts", 1) > 1 else "")
                 + ("  SATURATED: " + "; ".join(state["warnings"]) if state.get("warnings") else ""))
             entry["saturated"] = bool(state.get("warnings"))
+            _say_lateness(say, "allreduce benchmark", entry["switch_allreduce"])
             for r in rows:
                 alt = (f"  (with measured reduction: {r['error_measured_reduction_pct']:+6.1f} %)"
                        if "error_measured_reduction_pct" in r else "")
                 say(f"   {r['algorithm']:<19} {r['bytes'] / 2**20:6.2f} MiB  measured {r['measured_s'] * 1e3:9.2f} ms"
                     f"  predicted {r['predicted_s'] * 1e3:9.2f} ms  error {r['error_pct']:+6.1f} %{alt}")
             if args.iterations_model:
+                before = _switch_stats()
                 its = [r for opt in args.iterations_optimizers.split(",") if opt
                        for r in iterations_vs_predict("emulated", cfg.hosts, args.iterations_model, args.batches,
                                                       optimizer=opt, iterations=args.iterations)]
                 entry["iterations"] = its
+                entry["switch_iterations"] = lateness_between(before, _switch_stats())
+                _say_lateness(say, "iteration runs", entry["switch_iterations"])
                 for r in its:
                     say(f"   {r['model']} {r['optimizer']:<4} batch {r['batch']:<4} iteration measured "
                         f"{r['measured_s'] * 1e3:8.1f} ms  "

@@ -577,3 +577,17 @@ def test_an_impossible_link_calibration_is_measured_again(isolated, capsys, monk
         finally:
             assert main(["cluster", "down"]) == 0
         assert [n for n in nx.list_netns() if n.startswith(prefix)] == []
+
+
+def test_switch_lateness_between_two_readings_of_its_counters():
+    """executor.cluster.switch.lateness_between: the frames forwarded between two readings and how late they
+    were on average (known answer), nothing without both readings (the kernel engine has no switch)."""
+    from executor.cluster.switch import lateness_between
+
+    a = {"frames_out": 1000, "late_sum_s": 0.010, "late_over_100us": 10}
+    b = {"frames_out": 3000, "late_sum_s": 0.110, "late_over_100us": 410}
+    late = lateness_between(a, b)
+    assert late["frames"] == 2000
+    assert late["late_mean_s"] == pytest.approx(0.1 / 2000) and late["late_over_100us_share"] == pytest.approx(0.2)
+    assert lateness_between(b, b) == {"frames": 0, "late_mean_s": 0.0, "late_over_100us_share": 0.0}
+    assert lateness_between(None, b) is None and lateness_between(a, None) is None

@@ -376,12 +376,17 @@ def test_emulated_section_and_figure(tmp_path):
     assert "| allreduce >= 1 MiB | 2 | 6.5 | 6.5 | 8.0 | 2 of 2 |" in sec
     assert "| training iterations | 1 | 4.0 | 4.0 | 4.0 | 1 of 1 |" in sec
     assert "0.94 Gbit/s, 110 us" in sec and "saturated" in sec
+    assert "switch late" not in sec   # files before the switch's lateness was recorded: no note
     assert "exchange_residual_s" not in sec   # link calibrations without per-size times: the line only
     emu["results"][0]["measured_link"].update(sizes=[1 << 18, 1 << 20], times_s=[3e-3, 9e-3])
     sec2 = Path(write_report(tmp_path / "b", results, dict(summary_of(results), emulated=emu))["markdown"]
                 ).read_text(encoding="utf-8").split("## 9. Emulated cluster")[1]
     assert "what the measurement at that step's size differs from the line" in sec2
     assert "training iterations, sgd" not in sec2   # one optimizer: no per-optimizer rows
+    emu["results"][1]["switch_allreduce"] = {"frames": 5000, "late_mean_s": 93e-6, "late_over_100us_share": 0.234}
+    sec4 = Path(write_report(tmp_path / "d", results, dict(summary_of(results), emulated=emu))["markdown"]
+                ).read_text(encoding="utf-8").split("## 9. Emulated cluster")[1]
+    assert "| saturated; switch late 93 us on average, 23 % of frames over 100 us |" in sec4
     from validation.emulated import error_summary
     kf = {"model": "resnet20", "batch": 32, "optimizer": "kfac", "measured_s": 0.5, "predicted_s": 0.45,
           "error_pct": -10.0, "error_raw_pct": -2.0}

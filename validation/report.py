@@ -507,7 +507,8 @@ def _emulated_section(doc: Mapping[str, Any]) -> Section:
                      f"{ml['rate_Bps'] * 8 / 1e9:.2f} Gbit/s, {ml['latency_s'] * 1e6:.0f} us" if ml.get("rate_Bps") else DASH,
                      _pct(sum(big) / len(big)) if big else DASH, _pct(max(big)) if big else DASH,
                      _pct(sum(its) / len(its)) if its else DASH,
-                     "error: " + e["error"] if e.get("error") else ("saturated" if e.get("saturated") else "")])
+                     "error: " + e["error"] if e.get("error") else "; ".join(
+                         x for x in ("saturated" if e.get("saturated") else "", _lateness_note(e)) if x)])
     if nets:
         s.blocks.append(Table(["network", "link calibration", "allreduce mean |err| (%)", "allreduce max |err| (%)",
                                "iteration mean |err| (%)", "note"], nets, align="llrrrl", css="compact"))
@@ -516,6 +517,16 @@ def _emulated_section(doc: Mapping[str, Any]) -> Section:
                            "iterations. The line is y = x, the band ±10 %; hollow markers: networks this machine "
                            "cannot drive at the configured rate."))
     return s
+
+
+def _lateness_note(entry: Mapping[str, Any]) -> str:
+    """How late the emulated cluster's switch was during the allreduce benchmark (files from 2026-12-07 22:50
+    on record it: benchmarks/bench_emulated.py), as a note; empty when not recorded."""
+    late = entry.get("switch_allreduce") or {}
+    if not late.get("frames"):
+        return ""
+    return (f"switch late {late['late_mean_s'] * 1e6:.0f} us on average, "
+            f"{100 * late['late_over_100us_share']:.0f} % of frames over 100 us")
 
 
 def _config_section(results) -> Section:

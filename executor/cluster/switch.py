@@ -59,7 +59,7 @@ from typing import Any
 from executor.cluster.plan import HOST_IFACE, ClusterConfig, ClusterPlan, make_plan
 
 __all__ = ["VNET_HDR_LEN", "ETH_OVERHEAD", "frame_cost", "LinkTimer", "open_tap", "Switch", "main",
-           "MAX_QUEUED_BYTES"]
+           "MAX_QUEUED_BYTES", "lateness_between"]
 
 #: bytes of ``struct virtio_net_hdr`` in front of every frame (IFF_VNET_HDR, default size)
 VNET_HDR_LEN = 10
@@ -357,6 +357,22 @@ class Switch:
                 self.write_stats()
                 next_stats = now + 1.0
         self.write_stats()
+
+
+def lateness_between(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How late the switch wrote the frames it forwarded between two readings of its stats file (the
+    counters of :meth:`Switch.write_stats`, cumulative since it started): ``frames``, ``late_mean_s``
+    (seconds after the frame was due, on average) and ``late_over_100us_share`` (of the frames); None
+    without both readings (no switch: the kernel engine). A switch that is late has not had the CPU when
+    a frame was due, so the links were slower than configured during that time: the measurements taken
+    then describe a disturbed network."""
+    if not before or not after:
+        return None
+    frames = int(after["frames_out"]) - int(before["frames_out"])
+    if frames <= 0:
+        return {"frames": 0, "late_mean_s": 0.0, "late_over_100us_share": 0.0}
+    return {"frames": frames, "late_mean_s": (float(after["late_sum_s"]) - float(before["late_sum_s"])) / frames,
+            "late_over_100us_share": (int(after["late_over_100us"]) - int(before["late_over_100us"])) / frames}
 
 
 def _realtime() -> bool:
