@@ -31,9 +31,9 @@ What the spec says
 - ``[calibration] nodes_per_machine = H``: the compute of ``k`` ranks per host is the base's for ``k * H``
   ranks sharing the CPU, already the slowest of those ranks in every step, so the predictor adds no wait
   for the slowest host (:func:`perfmodel.predict.measured_together`). Before, it added the expected
-  maximum of 4 hosts' jitter again, 13 and 45 ms at 4 hosts and global batches 32 and 128: over the 52
-  iterations of the file of 2026-12-07 19:53 the errors were 6.5 % / 23.5 % mean / max (41 within 10 %),
-  5.6 % / 21.3 % (45) without it.
+  maximum of 4 hosts' jitter again, 13 and 45 ms at 4 hosts and global batches 32 and 128: over the 48
+  iterations of the unsaturated networks of the file of 2026-12-07 19:53 the errors were 6.3 % / 23.5 %
+  mean / max (38 within 10 %), 5.8 % / 21.3 % (41) without it.
 - ``[calibration.overheads]``: the base system's executor overheads, when it has them (CPU costs of the
   training loop, not of the network); ``[calibration.speed_probe_ms]``: the base system's host speed probe
   at ``k * H`` ranks as the reference of ``k`` ranks per host (:mod:`executor.speed_probe`);
