@@ -14,8 +14,12 @@ algorithm, size) with measured and predicted times and the error, a summary (mea
 for messages of 1 MiB and above, and of the iterations) and, with ``--out``, everything as JSON.
 
 The userspace switch's lateness over the allreduce benchmark and over the iteration runs is recorded per
-network (``switch_allreduce``, ``switch_iterations``: :func:`executor.cluster.switch.lateness_between`): a
-switch that did not get the CPU when frames were due made the links slower than configured while it lasted.
+network (``switch_allreduce``, ``switch_iterations``: :func:`executor.cluster.switch.lateness_between`): how
+long after they were due it wrote its frames. Under bulk traffic it is always late, the Python loop being
+the bottleneck (the 14 networks of 2026-12-07 22:48: 151 us to 1.4 ms on average during the allreduce
+benchmarks, 29-63 % of the frames over 100 us; 33-80 us and 1-17 % during ResNet-20's iterations); the link
+calibration runs under the same load and absorbs that. What it shows is a network whose switch was much later than the
+others', or than in an earlier run of the same network.
 
 Networks whose measured link rate (every host exchanging at once) is below 80 % of the configured payload
 rate are "saturated": this machine's CPU cannot emulate them (cluster up warns); their errors are reported
