@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = bench_vs_predict("emulated", cfg.hosts, algorithms, args.sizes, repeats=args.repeats,
                                     max_iterations=args.max_iterations)
             entry["allreduce"] = rows
-            entry["switch_allreduce"] = lateness_between(before, _switch_stats())
+            after = _switch_stats()   # also the iteration runs' starting reading: nothing runs in between
+            entry["switch_allreduce"] = lateness_between(before, after)
             ml = state["measured"]
             say(f"   link calibration: {ml['latency_s'] * 1e6:.0f} us + n / {ml['rate_Bps'] * 8 / 1e9:.3f} Gbit/s"
                 + (f" (measured {ml['attempts']} times)" if ml.get("attempts", 1) > 1 else "")
@@ -192,12 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"   {r['algorithm']:<19} {r['bytes'] / 2**20:6.2f} MiB  measured {r['measured_s'] * 1e3:9.2f} ms"
                     f"  predicted {r['predicted_s'] * 1e3:9.2f} ms  error {r['error_pct']:+6.1f} %{alt}")
             if args.iterations_model:
-                before = _switch_stats()
                 its = [r for opt in args.iterations_optimizers.split(",") if opt
                        for r in iterations_vs_predict("emulated", cfg.hosts, args.iterations_model, args.batches,
                                                       optimizer=opt, iterations=args.iterations)]
                 entry["iterations"] = its
-                entry["switch_iterations"] = lateness_between(before, _switch_stats())
+                entry["switch_iterations"] = lateness_between(after, _switch_stats())
                 _say_lateness(say, "iteration runs", entry["switch_iterations"])
                 for r in its:
                     say(f"   {r['model']} {r['optimizer']:<4} batch {r['batch']:<4} iteration measured "

@@ -75,6 +75,11 @@ RATE_TOLERANCE, MONOTONE_TOLERANCE = 1.10, 1.10
 MAX_ROUNDS, MIN_TIMED_BLOCKS, MIN_TIMED_S = 20, 5, 0.5
 
 
+def _steps_per_block(n: int) -> int:
+    """Back-to-back steps of ``n`` bytes per timed block: about 4 MiB of traffic, at least 2."""
+    return max(2, (4 << 20) // n)
+
+
 def _step_times(comm, right: int | None, left: int | None, sizes=SIZES) -> dict[int, list[float]]:  # pragma: no cover
     """Per size ``n`` of ``sizes``: the per-step seconds of blocks of back-to-back ``Sendrecv`` steps (send
     ``n`` bytes to ``right``, receive ``n`` from ``left``; this rank idles where they are None), the slowest
@@ -93,7 +98,7 @@ def _step_times(comm, right: int | None, left: int | None, sizes=SIZES) -> dict[
     for k in range(MAX_ROUNDS):
         for n in sizes:
             a, b = send[:n // 4], recv[:n // 4]
-            per_block = max(2, (4 << 20) // n)   # back-to-back steps per timed block (~4 MiB of traffic)
+            per_block = _steps_per_block(n)
             comm.Barrier()
             if right is not None:   # an untimed step: the ranks leave it in step (module docstring)
                 comm.Sendrecv(a, right, 3, b, left, 3)
@@ -104,7 +109,7 @@ def _step_times(comm, right: int | None, left: int | None, sizes=SIZES) -> dict[
             dt = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX) / per_block
             if k >= 1:
                 times[n].append(dt)
-        if all(len(ts) >= MIN_TIMED_BLOCKS and sum(ts) * max(2, (4 << 20) // n) > MIN_TIMED_S
+        if all(len(ts) >= MIN_TIMED_BLOCKS and sum(ts) * _steps_per_block(n) > MIN_TIMED_S
                for n, ts in times.items()):
             break
     return times
